@@ -1,0 +1,38 @@
+"""Turn ordinary log calls into user feedback in Humanloop.
+
+``logger.info("feedback", extra={"data_id": ..., "type": "rating", "value": "good"})`` through a
+``FeedbackHandler``, or the same keys on a structlog event through a ``FeedbackProcessor``.
+"""
+
+from ._version import __version__
+from .exceptions import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    FeedbackValidationError,
+    HumanloopLoggingError,
+    QueueFullError,
+    TransportError,
+    UnprocessableEntityError,
+)
+from .handler import FeedbackHandler
+from .processor import FeedbackProcessor
+from .shipper import FeedbackShipper, FeedbackStats
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "DeliveryError",
+    "FeedbackHandler",
+    "FeedbackProcessor",
+    "FeedbackShipper",
+    "FeedbackStats",
+    "FeedbackValidationError",
+    "HumanloopLoggingError",
+    "QueueFullError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "__version__",
+]

@@ -1,0 +1,129 @@
+"""Everything the library reports, as one small hierarchy.
+
+Nothing here is ever raised into a logging call: these objects reach the application through the
+``on_error`` callback (and the ``humanloop_logging`` logger), so each carries what is needed to act
+on it, and none of them ever carries the API key::
+
+    HumanloopLoggingError
+    ├── ConfigurationError (also ValueError)      bad settings, raised at construction
+    ├── FeedbackValidationError (also ValueError)  a record refused before it joined a batch
+    ├── QueueFullError                             records dropped because the queue was full
+    └── DeliveryError                              records that did not reach Humanloop
+        ├── TransportError                         connection failure or timeout
+        └── APIError                               an HTTP error answer (.status, .message)
+            ├── AuthenticationError                401/403: the API key was refused
+            └── UnprocessableEntityError           422: .details names the items and reasons
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "DeliveryError",
+    "FeedbackValidationError",
+    "HumanloopLoggingError",
+    "QueueFullError",
+    "TransportError",
+    "UnprocessableEntityError",
+]
+
+
+class HumanloopLoggingError(Exception):
+    """Base of every error this library reports."""
+
+
+class ConfigurationError(HumanloopLoggingError, ValueError):
+    """A setting is missing or invalid; raised once, when a handler or shipper is built."""
+
+
+class FeedbackValidationError(HumanloopLoggingError, ValueError):
+    """A record the API would reject, refused before it could share a batch with valid ones."""
+
+    def __init__(self, field: str, reason: str, record: Mapping[str, Any]) -> None:
+        self.field = field
+        self.reason = reason
+        #: What could be read of the record, with unreadable values replaced by their safe repr.
+        self.record = dict(record)
+        data_id = self.record.get("data_id", "(none)")
+        super().__init__(f"feedback for data_id={data_id} refused: {field} {reason}")
+
+
+class QueueFullError(HumanloopLoggingError):
+    """The bounded queue was full, so new records were dropped (reported once per burst)."""
+
+    def __init__(self, dropped: int, max_queue_size: int) -> None:
+        self.dropped = dropped
+        self.max_queue_size = max_queue_size
+        super().__init__(
+            f"dropped {dropped} feedback record(s): the queue is full "
+            f"(max_queue_size={max_queue_size}); is Humanloop reachable?"
+        )
+
+
+class DeliveryError(HumanloopLoggingError):
+    """Records that were given up on; ``records`` holds their request bodies."""
+
+    retryable: bool = False
+    retry_after: float | None = None
+
+    def __init__(self, message: str, records: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.message = message
+        self.records: list[Mapping[str, Any]] = list(records)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if not self.records:
+            return self.message
+        return f"{self.message} ({len(self.records)} record(s))"
+
+
+class TransportError(DeliveryError):
+    """The request did not get an answer: connection refused or reset, or a timeout."""
+
+    retryable = True
+
+
+class APIError(DeliveryError):
+    """Humanloop answered with an error status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        records: Sequence[Mapping[str, Any]] = (),
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(f"HTTP {status}: {message}", records)
+
+
+class AuthenticationError(APIError):
+    """The API key was refused; every request will fail until the key is fixed."""
+
+
+class UnprocessableEntityError(APIError):
+    """A 422: ``details`` are the service's entries, ``rejected`` pairs each named record with them.
+
+    ``details`` is the ``detail`` list exactly as the service sent it (``loc``, ``msg``, ``type``).
+    ``rejected`` maps each record the service named to the messages about it; the other records of
+    the batch were resent and are not in ``records``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        details: Sequence[Mapping[str, Any]],
+        rejected: Sequence[tuple[Mapping[str, Any], Sequence[str]]] = (),
+    ) -> None:
+        self.details = list(details)
+        self.rejected = list(rejected)
+        super().__init__(422, message, [record for record, _ in rejected])

@@ -1,0 +1,123 @@
+"""``FeedbackHandler``: a ``logging.Handler`` that turns tagged records into feedback.
+
+It overrides ``handle`` rather than ``emit`` so that an untagged record, the common case on a root
+logger, costs one dict lookup and no lock. A tagged record is captured into a tuple and handed to
+the shipper; validation and everything slow happen on the flush thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Optional
+
+from . import _bridge
+from ._config import resolve_fields
+from ._record import freeze
+from ._report import ErrorCallback
+from .shipper import FeedbackShipper, FeedbackStats, attach
+
+__all__ = ["FeedbackHandler"]
+
+_OWN_LOGGER = "humanloop_logging"
+
+
+class FeedbackHandler(logging.Handler):
+    """Sends records carrying ``data_id`` and ``type`` (via ``extra=``) to Humanloop as feedback.
+
+    Every other record passes through untouched. Give it a ``shipper`` to share one queue and
+    thread with a ``FeedbackProcessor``; otherwise it builds (and owns) its own from the settings.
+    ``fields`` renames the attributes read, e.g. ``{"type": "feedback_type"}``.
+    """
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        *,
+        batch_size: Optional[int] = None,
+        flush_interval: Optional[float] = None,
+        max_queue_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+        max_retry_time: Optional[float] = None,
+        exit_timeout: Optional[float] = None,
+        on_error: Optional[ErrorCallback] = None,
+        shipper: Optional[FeedbackShipper] = None,
+        default_user: Optional[str] = None,
+        blocking: Optional[bool] = None,
+        allow_insecure_http: Optional[bool] = None,
+        fields: Optional[Mapping[str, str]] = None,
+        level: int = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        shipper, self._owns_shipper = attach(shipper, locals())
+        self.shipper = shipper
+        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
+            resolve_fields(fields)
+        )
+        self._engine = shipper._engine
+        self._submit = shipper.submit
+
+    def __repr__(self) -> str:
+        return f"<FeedbackHandler ({logging.getLevelName(self.level)}) {self.shipper!r}>"
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """The whole caller-side cost: recognise, capture, submit; never raises."""
+        attrs = record.__dict__
+        if self._data_id in attrs:
+            source = attrs
+        elif record.msg.__class__ is dict and self._data_id in record.msg:
+            source = record.msg  # structlog's ProcessorFormatter.wrap_for_formatter
+        else:
+            return False
+        if self._type not in source:
+            return False
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record, source)
+        return True
+
+    def emit(
+        self, record: logging.LogRecord, source: Optional[Mapping[str, object]] = None
+    ) -> None:
+        try:
+            if source is None:
+                source = record.__dict__
+            data_id = source[self._data_id]
+            type_ = source[self._type]
+            if (
+                record.name.startswith(_OWN_LOGGER)
+                or threading.get_ident() in self._engine.thread_ids
+                or _bridge.already_shipped(data_id, type_, self._engine)
+            ):
+                return
+            get = source.get
+            self._submit(
+                (
+                    data_id,
+                    type_,
+                    freeze(get(self._value)),
+                    get(self._user),
+                    get(self._created_at),
+                    get(self._unset),
+                    record.created,
+                )
+            )
+        except Exception as exc:
+            self.shipper.report_internal(exc)
+
+    def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
+        """True once everything queued before the call is sent or given up on."""
+        return self.shipper.flush(timeout)
+
+    def close(self) -> None:
+        """Drain within ``exit_timeout`` and stop the thread (if this handler owns the shipper)."""
+        try:
+            if self._owns_shipper:
+                self.shipper.close()
+        finally:
+            super().close()
+
+    def stats(self) -> FeedbackStats:
+        return self.shipper.stats()

@@ -1,0 +1,101 @@
+"""``FeedbackProcessor``: a structlog processor that turns tagged events into feedback.
+
+An event dict carrying ``data_id`` and ``type`` is captured and handed to the shipper; the event
+itself continues down the chain unchanged (or is dropped, with ``drop=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Optional
+
+from structlog import DropEvent
+
+from . import _bridge
+from ._config import resolve_fields
+from ._record import freeze
+from ._report import ErrorCallback
+from .shipper import FeedbackShipper, FeedbackStats, attach
+
+__all__ = ["FeedbackProcessor"]
+
+
+class FeedbackProcessor:
+    """``structlog.configure(processors=[..., FeedbackProcessor(shipper=handler.shipper), ...])``.
+
+    Takes the same settings as ``FeedbackHandler`` or a ``shipper`` to share. ``drop=True`` ends
+    feedback events here instead of passing them on to the renderer.
+    """
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        *,
+        batch_size: Optional[int] = None,
+        flush_interval: Optional[float] = None,
+        max_queue_size: Optional[int] = None,
+        timeout: Optional[float] = None,
+        max_retry_time: Optional[float] = None,
+        exit_timeout: Optional[float] = None,
+        on_error: Optional[ErrorCallback] = None,
+        shipper: Optional[FeedbackShipper] = None,
+        default_user: Optional[str] = None,
+        blocking: Optional[bool] = None,
+        allow_insecure_http: Optional[bool] = None,
+        fields: Optional[Mapping[str, str]] = None,
+        drop: bool = False,
+    ) -> None:
+        shipper, self._owns_shipper = attach(shipper, locals())
+        self.shipper = shipper
+        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
+            resolve_fields(fields)
+        )
+        self._drop = drop
+        self._engine = shipper._engine
+        self._submit = shipper.submit
+
+    def __repr__(self) -> str:
+        return f"FeedbackProcessor({self.shipper!r}, drop={self._drop})"
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self._data_id not in event_dict or self._type not in event_dict:
+            return event_dict
+        try:
+            data_id = event_dict[self._data_id]
+            type_ = event_dict[self._type]
+            get = event_dict.get
+            self._submit(
+                (
+                    data_id,
+                    type_,
+                    freeze(get(self._value)),
+                    get(self._user),
+                    get(self._created_at),
+                    get(self._unset),
+                    time.time(),
+                )
+            )
+            if isinstance(logger, logging.Logger):  # on its way to stdlib logging, maybe to us
+                _bridge.remember(data_id, type_, self._engine)
+        except Exception as exc:
+            self.shipper.report_internal(exc)
+        if self._drop:
+            raise DropEvent
+        return event_dict
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """True once everything queued before the call is sent or given up on."""
+        return self.shipper.flush(timeout)
+
+    def close(self) -> None:
+        """Drain and stop, if this processor owns its shipper."""
+        if self._owns_shipper:
+            self.shipper.close()
+
+    def stats(self) -> FeedbackStats:
+        return self.shipper.stats()

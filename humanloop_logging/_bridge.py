@@ -15,12 +15,22 @@ from typing import Any, Optional
 _slot = threading.local()
 
 
+class _State:
+    #: False until a processor first hands an event on to stdlib logging: until then the handler
+    #: skips the thread-local look-up altogether.
+    used = False
+
+
+state = _State()
+
+
 def remember(data_id: Any, type_: Any, engine: object) -> None:
+    state.used = True
     _slot.last = (data_id, type_, engine)
 
 
 def already_shipped(data_id: Any, type_: Any, engine: object) -> bool:
-    last: Optional[tuple[Any, Any, object]] = getattr(_slot, "last", None)
+    last: Optional[tuple[Any, Any, object]] = _slot.__dict__.get("last")
     if last is not None and last[0] is data_id and last[1] is type_ and last[2] is engine:
         _slot.last = None
         return True

@@ -28,6 +28,7 @@ class Reporter:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
+        self._latest: dict[str, tuple[int, str]] = {}
 
     def report(
         self,
@@ -55,6 +56,7 @@ class Reporter:
             last = self._last.get(kind)
             if last is not None and now - last < self._window:
                 self._held[kind] = self._held.get(kind, 0) + 1
+                self._latest[kind] = (level, message)
                 return
             self._last[kind] = now
             held = self._held.pop(kind, 0)
@@ -63,3 +65,11 @@ class Reporter:
                 f"{message} [{held} similar message(s) held back in the last {self._window:g}s]"
             )
         logger.log(level, message)
+
+    def release_held(self) -> None:
+        """Say how many messages were held back and not yet mentioned (at close)."""
+        with self._lock:
+            held = [(count, self._latest[kind]) for kind, count in self._held.items()]
+            self._held.clear()
+        for count, (level, message) in held:
+            logger.log(level, "%s [%d similar message(s) held back, this the last]", message, count)

@@ -2,15 +2,17 @@
 
 It overrides ``handle`` rather than ``emit`` so that an untagged record, the common case on a root
 logger, costs one dict lookup and no lock. A tagged record is captured into a tuple and handed to
-the shipper; validation and everything slow happen on the flush thread.
+the shipper; validation and everything slow happen on the flush thread. The library's own records
+(logger ``humanloop_logging``, urllib3's lines on the flush thread) are never tagged, so they take
+the untagged path.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
-from typing import Optional
+from threading import get_ident
+from typing import Any, Optional
 
 from . import _bridge
 from ._config import resolve_fields
@@ -19,8 +21,6 @@ from ._report import ErrorCallback
 from .shipper import FeedbackShipper, FeedbackStats, attach
 
 __all__ = ["FeedbackHandler"]
-
-_OWN_LOGGER = "humanloop_logging"
 
 
 class FeedbackHandler(logging.Handler):
@@ -63,41 +63,35 @@ class FeedbackHandler(logging.Handler):
         return f"<FeedbackHandler ({logging.getLevelName(self.level)}) {self.shipper!r}>"
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """The whole caller-side cost: recognise, capture, submit; never raises."""
+        """The whole caller-side cost: recognise, capture, submit. Never raises, never blocks.
+
+        Overridden instead of ``emit`` so that no handler lock is taken: the shipper's queue is
+        thread-safe, and an untagged record then costs one dict lookup.
+        """
         attrs = record.__dict__
         if self._data_id in attrs:
-            source = attrs
+            source: Mapping[str, Any] = attrs
         elif record.msg.__class__ is dict and self._data_id in record.msg:
             source = record.msg  # structlog's ProcessorFormatter.wrap_for_formatter
         else:
             return False
-        if self._type not in source:
+        if self._type not in source or (self.filters and not self.filter(record)):
             return False
-        if self.filters and not self.filter(record):
-            return False
-        self.emit(record, source)
-        return True
-
-    def emit(
-        self, record: logging.LogRecord, source: Optional[Mapping[str, object]] = None
-    ) -> None:
         try:
-            if source is None:
-                source = record.__dict__
             data_id = source[self._data_id]
             type_ = source[self._type]
-            if (
-                record.name.startswith(_OWN_LOGGER)
-                or threading.get_ident() in self._engine.thread_ids
-                or _bridge.already_shipped(data_id, type_, self._engine)
+            # The flush thread's own records (an on_error callback logging feedback) would loop.
+            if get_ident() == self._engine.thread_id or (
+                _bridge.state.used and _bridge.already_shipped(data_id, type_, self._engine)
             ):
-                return
+                return False
             get = source.get
+            value = get(self._value)
             self._submit(
                 (
                     data_id,
                     type_,
-                    freeze(get(self._value)),
+                    freeze(value) if isinstance(value, list) else value,
                     get(self._user),
                     get(self._created_at),
                     get(self._unset),
@@ -106,6 +100,11 @@ class FeedbackHandler(logging.Handler):
             )
         except Exception as exc:
             self.shipper.report_internal(exc)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """For callers that bypass ``handle``: same path."""
+        self.handle(record)
 
     def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
         """True once everything queued before the call is sent or given up on."""

@@ -92,7 +92,7 @@ class _Engine:
         self._send_lock = threading.Lock()
         self._interrupt = threading.Event()  # set by close() to cut a backoff wait short
         self._queue: collections.deque[Captured] = collections.deque()
-        self._enqueued = self._sent = self._retried = 0
+        self._sent = self._retried = 0
         self._rejected = self._dropped = self._failed = 0
         self._taken = 0  # records taken off the queue
         self._finished = 0  # of those, how many are sent, rejected or failed
@@ -102,25 +102,27 @@ class _Engine:
         self._closed = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
-        self.thread_ids: frozenset[int] = frozenset()
+        self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
 
     # -- the caller's path ----------------------------------------------------------------------
 
     def _submit_queued(self, item: Captured) -> None:
-        with self._lock:
-            self._enqueued += 1
-            queue = self._queue
-            if len(queue) >= self._max_queue_size or self._closed:
+        # No lock on the common path: deque.append is atomic, and what was appended is counted
+        # as taken + len(queue) under the lock by stats(). The size check may let one record per
+        # concurrently logging thread past max_queue_size; the rare paths take the lock.
+        queue = self._queue
+        if len(queue) >= self._max_queue_size or self._closed:
+            with self._lock:
                 self._dropped += 1
-                return
-            queue.append(item)
-            if len(queue) == self._batch_size:
+            return
+        queue.append(item)
+        if len(queue) == self._batch_size:
+            with self._cond:
                 self._cond.notify()
 
     def _submit_blocking(self, item: Captured) -> None:
         with self._lock:
-            self._enqueued += 1
             if self._closed:
                 self._dropped += 1
                 return
@@ -137,8 +139,7 @@ class _Engine:
         )
         self._thread = thread
         thread.start()
-        if thread.ident is not None:
-            self.thread_ids = frozenset({thread.ident})
+        self.thread_id = thread.ident
 
     def next_batch(self) -> Optional[list[Captured]]:
         """Wait for something to send; [] after an idle wait, None when the thread should end."""
@@ -305,7 +306,7 @@ class _Engine:
     # -- flush, close, stats --------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        if threading.get_ident() in self.thread_ids:
+        if threading.get_ident() == self.thread_id:
             return False  # called from on_error on the flush thread: waiting would deadlock
         end = time.monotonic() + timeout
         with self._cond:
@@ -337,18 +338,20 @@ class _Engine:
                 return False
         self.abandon("the shipper is closed")
         self.transport.close()
+        self.reporter.release_held()
         return True
 
     def stats(self) -> FeedbackStats:
         with self._lock:
+            queued = len(self._queue)
             return FeedbackStats(
-                enqueued=self._enqueued,
+                enqueued=self._taken + queued + self._dropped,
                 sent=self._sent,
                 retried=self._retried,
                 rejected=self._rejected,
                 dropped=self._dropped,
                 failed=self._failed,
-                pending=len(self._queue) + self._taken - self._finished,
+                pending=queued + self._taken - self._finished,
             )
 
     def after_fork_in_child(self) -> None:
@@ -493,9 +496,9 @@ class FeedbackShipper:
         return self._engine.submit
 
     @property
-    def thread_ids(self) -> frozenset[int]:
-        """Threads whose log records must be ignored (they are the shipper's own)."""
-        return self._engine.thread_ids
+    def thread_id(self) -> Optional[int]:
+        """The flush thread's ident: records logged on it are the shipper's own, never feedback."""
+        return self._engine.thread_id
 
     def flush(self, timeout: float = 5.0) -> bool:
         """True once everything queued before the call is sent or given up on."""

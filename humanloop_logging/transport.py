@@ -247,7 +247,20 @@ class HTTPTransport:
             before_sleep=before_sleep,
             reraise=True,
         )
-        retrying(attempt)
+        started = time.monotonic()
+        try:
+            retrying(attempt)
+        except DeliveryError as error:
+            if error.retryable:  # transient, so it was time that ran out: say whose
+                attempts = retrying.statistics.get("attempt_number", 1)
+                limit = (
+                    "the close deadline" if control.deadline() < give_up_at else "max_retry_time"
+                )
+                error.message += (
+                    f"; gave up after {attempts} attempt(s) in {time.monotonic() - started:.1f}s"
+                    f" ({limit})"
+                )
+            raise
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -1,0 +1,155 @@
+"""What a log call costs the caller's thread with FeedbackHandler installed, as ratios.
+
+Every configuration is measured in the same process, round after round, in a shuffled order, and
+each ratio is taken within one round before the median is taken across rounds: on a small, noisy
+machine that cancels most of the noise that absolute timings would carry.
+
+    python benchmarks/bench_hot_path.py            # the default: 15 rounds
+    python benchmarks/bench_hot_path.py --rounds 30 --json
+
+Configurations, each a logger with one handler and ``propagate = False``:
+
+- ``null``: ``logging.NullHandler`` - the floor, what logging itself costs;
+- ``simplequeue``: a handler whose ``emit`` only does ``queue.SimpleQueue.put(record)``;
+- ``queuehandler``: the stdlib ``logging.handlers.QueueHandler`` (for context);
+- ``feedback``: ``FeedbackHandler`` with its default batching, its flush thread sending to the
+  local stand-in while the caller logs, so the caller also pays for sharing the interpreter with
+  the sender. The stand-in runs in its own process (``humanloop-logging serve``) so that its work
+  is not charged to any configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import queue
+import random
+import statistics
+import subprocess
+import sys
+import timeit
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from humanloop_logging import FeedbackHandler
+
+TAGGED_EXTRA = {"data_id": "data_abc", "type": "rating", "value": "good"}
+
+
+class SimpleQueuePutHandler(logging.Handler):
+    """The least a queueing handler can do: put the record on a SimpleQueue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.queue.put(record)
+
+
+def _logger(name: str, handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(f"bench.{name}")
+    logger.propagate = False
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def _per_call(fn: Callable[[], None], number: int) -> float:
+    """Best of three runs of ``number`` calls, in seconds per call."""
+    return min(timeit.repeat(fn, number=number, repeat=3)) / number
+
+
+@contextmanager
+def stand_in(api_key: str) -> Iterator[str]:
+    """The local Humanloop stand-in in a child process; yields its base URL."""
+    command = [sys.executable, "-m", "humanloop_logging", "serve", "--port", "0", "--api-key", api_key]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if "listening on " in line:
+                yield line.rsplit(" ", 1)[-1].strip()
+                return
+        raise RuntimeError("the stand-in did not start")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def run(rounds: int, number: int) -> dict[str, object]:
+    api_key = "bench-key"
+    with stand_in(api_key) as base_url:
+        live = FeedbackHandler(api_key, base_url, max_queue_size=20 * number)
+        sq = SimpleQueuePutHandler()
+        qh_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        handlers: dict[str, logging.Handler] = {
+            "null": logging.NullHandler(),
+            "simplequeue": sq,
+            "queuehandler": logging.handlers.QueueHandler(qh_queue),
+            "feedback": live,
+        }
+        loggers = {name: _logger(name, handler) for name, handler in handlers.items()}
+        tagged: dict[str, list[float]] = {name: [] for name in handlers}
+        untagged: dict[str, list[float]] = {"null": [], "feedback": []}
+        order = list(handlers)
+        for _ in range(rounds):
+            random.shuffle(order)
+            for name in order:
+                lg = loggers[name]
+                tagged[name].append(_per_call(lambda: lg.info("feedback", extra=TAGGED_EXTRA), number))
+            for name in random.sample(list(untagged), k=len(untagged)):
+                lg = loggers[name]
+                untagged[name].append(_per_call(lambda: lg.info("handled in %d ms", 12), number))
+            # Empty the queues outside the timed loops so every round starts alike.
+            live.flush(60.0)
+            while not sq.queue.empty():
+                sq.queue.get_nowait()
+            while not qh_queue.empty():
+                qh_queue.get_nowait()
+        live.flush(60.0)
+        stats = live.stats()
+        live.close()
+
+    def ratio(series: dict[str, list[float]], name: str) -> float:
+        return statistics.median(a / b for a, b in zip(series[name], series["null"]))
+
+    result: dict[str, object] = {
+        "rounds": rounds,
+        "calls_per_measure": number,
+        "python": sys.version.split()[0],
+        "null_ns": round(statistics.median(tagged["null"]) * 1e9),
+        "tagged_ratio_vs_null": {name: round(ratio(tagged, name), 3) for name in handlers},
+        "untagged_ratio_vs_null": round(ratio(untagged, "feedback"), 3),
+        "sent": stats.sent,
+        "lost": stats.dropped + stats.failed + stats.rejected + stats.pending,
+    }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--number", type=int, default=5000, help="calls per timed run")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    result = run(args.rounds, args.number)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    ratios = result["tagged_ratio_vs_null"]
+    assert isinstance(ratios, dict)
+    print(f"Python {result['python']}, {args.rounds} interleaved rounds of {args.number} calls")
+    print(f"NullHandler, tagged call: {result['null_ns']} ns (median)")
+    print("tagged call  logger.info('feedback', extra={...}), cost relative to NullHandler:")
+    for name, value in ratios.items():
+        print(f"  {name:<14} {value:.3f}x")
+    print(f"untagged call with FeedbackHandler installed: {result['untagged_ratio_vs_null']:.3f}x NullHandler")
+    print(f"feedback sent to the local stand-in: {result['sent']}, lost: {result['lost']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,6 +19,7 @@ from typing import Any, Optional, Protocol
 import requests
 import tenacity
 
+from ._guard import GuardedAdapter, _Guard, time_limit
 from ._version import __version__
 from .exceptions import (
     APIError,
@@ -100,15 +101,19 @@ def _details(body: bytes) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _mapped_errors() -> Iterator[None]:
+def _mapped_errors(guard: _Guard) -> Iterator[None]:
     """Turn requests' exceptions into ours, dropping them as causes: they carry the headers."""
     try:
         yield
-    except requests.Timeout as exc:
-        raise TransportError(f"timed out: {type(exc).__name__}") from None
-    except requests.ConnectionError as exc:
-        raise TransportError(f"connection failed: {_reason(exc)}") from None
     except requests.RequestException as exc:
+        if guard.fired:
+            raise TransportError(
+                "timed out: the answer took longer than timeout in total"
+            ) from None
+        if isinstance(exc, requests.Timeout):
+            raise TransportError(f"timed out: {type(exc).__name__}") from None
+        if isinstance(exc, requests.ConnectionError):
+            raise TransportError(f"connection failed: {_reason(exc)}") from None
         raise TransportError(f"request failed: {type(exc).__name__}") from None
 
 
@@ -143,6 +148,9 @@ class HTTPTransport:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
+        adapter = GuardedAdapter()
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         session.headers.update(
             {
                 "X-API-KEY": self._api_key,
@@ -163,18 +171,19 @@ class HTTPTransport:
     # -- one request -------------------------------------------------------------------------
 
     def post(self, body: bytes, records: Sequence[Any], deadline: float) -> None:
-        """One POST, no retries. Raises a DeliveryError for anything but a 2xx."""
+        """One POST, no retries, within ``timeout`` in total. Raises a DeliveryError unless 2xx."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TransportError("no time left to send")
         timeout = min(self.timeout, remaining)
-        with _mapped_errors():
+        with time_limit(timeout) as guard, _mapped_errors(guard):
             response = self._session.post(self.url, data=body, timeout=timeout, stream=True)
             try:
                 status = response.status_code
                 if 200 <= status < 300:
-                    # Read (and so keep the connection) unless the body is unreasonably large.
-                    self._read(response)
+                    # Delivered, whatever the body says. Read it only to keep the connection.
+                    with contextlib.suppress(requests.RequestException):
+                        self._read(response)
                     return
                 content = self._read(response)
             finally:
@@ -260,6 +269,7 @@ class HTTPTransport:
                     f"; gave up after {attempts} attempt(s) in {time.monotonic() - started:.1f}s"
                     f" ({limit})"
                 )
+                error.args = (error.message,)
             raise
 
 

@@ -19,6 +19,7 @@ from .exceptions import (
 from .handler import FeedbackHandler
 from .processor import FeedbackProcessor
 from .shipper import FeedbackShipper, FeedbackStats
+from .signals import exit_on_sigterm
 
 __all__ = [
     "APIError",
@@ -35,4 +36,5 @@ __all__ = [
     "TransportError",
     "UnprocessableEntityError",
     "__version__",
+    "exit_on_sigterm",
 ]

@@ -176,10 +176,10 @@ class _Engine:
     def abandon(self, reason: str) -> None:
         """Give up on whatever is still queued, counting and reporting it as failed."""
         with self._cond:
-            left = list(self._queue)
-            self._queue.clear()
-            self._taken += len(left)
             self._closed = True
+            queue = self._queue
+            left = [queue.popleft() for _ in range(len(queue))]  # not clear(): appends race it
+            self._taken += len(left)
         if left:
             self._finish(failed=len(left))
             records = [described(item) for item in left]
@@ -252,6 +252,8 @@ class _Engine:
                     self._give_up(chunk, error)
             except DeliveryError as error:
                 self._give_up(chunk, error)
+            except Exception as error:  # a bug, not the network: still account for the records
+                self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"))
             else:
                 self._auth_failed = False
                 self._finish(sent=len(chunk))

@@ -277,4 +277,5 @@ def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, DeliveryError) and error.retryable
 
 
-_backoff = tenacity.wait_exponential_jitter(initial=0.25, max=10.0, jitter=0.5)
+#: 0.25 s doubling to 10 s, plus up to 0.5 s of jitter so that many clients do not retry in step.
+_backoff = tenacity.wait_exponential(multiplier=0.25, max=10.0) + tenacity.wait_random(0, 0.5)

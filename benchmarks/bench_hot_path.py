@@ -57,6 +57,14 @@ def _logger(name: str, handler: logging.Handler) -> logging.Logger:
     return logger
 
 
+def _tagged_call(logger: logging.Logger) -> Callable[[], None]:
+    return lambda: logger.info("feedback", extra=TAGGED_EXTRA)
+
+
+def _untagged_call(logger: logging.Logger) -> Callable[[], None]:
+    return lambda: logger.info("handled in %d ms", 12)
+
+
 def _per_call(fn: Callable[[], None], number: int) -> float:
     """Best of three runs of ``number`` calls, in seconds per call."""
     return min(timeit.repeat(fn, number=number, repeat=3)) / number
@@ -65,7 +73,16 @@ def _per_call(fn: Callable[[], None], number: int) -> float:
 @contextmanager
 def stand_in(api_key: str) -> Iterator[str]:
     """The local Humanloop stand-in in a child process; yields its base URL."""
-    command = [sys.executable, "-m", "humanloop_logging", "serve", "--port", "0", "--api-key", api_key]
+    command = [
+        sys.executable,
+        "-m",
+        "humanloop_logging",
+        "serve",
+        "--port",
+        "0",
+        "--api-key",
+        api_key,
+    ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
@@ -98,11 +115,9 @@ def run(rounds: int, number: int) -> dict[str, object]:
         for _ in range(rounds):
             random.shuffle(order)
             for name in order:
-                lg = loggers[name]
-                tagged[name].append(_per_call(lambda: lg.info("feedback", extra=TAGGED_EXTRA), number))
+                tagged[name].append(_per_call(_tagged_call(loggers[name]), number))
             for name in random.sample(list(untagged), k=len(untagged)):
-                lg = loggers[name]
-                untagged[name].append(_per_call(lambda: lg.info("handled in %d ms", 12), number))
+                untagged[name].append(_per_call(_untagged_call(loggers[name]), number))
             # Empty the queues outside the timed loops so every round starts alike.
             live.flush(60.0)
             while not sq.queue.empty():
@@ -130,7 +145,9 @@ def run(rounds: int, number: int) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--number", type=int, default=5000, help="calls per timed run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -146,7 +163,9 @@ def main() -> int:
     print("tagged call  logger.info('feedback', extra={...}), cost relative to NullHandler:")
     for name, value in ratios.items():
         print(f"  {name:<14} {value:.3f}x")
-    print(f"untagged call with FeedbackHandler installed: {result['untagged_ratio_vs_null']:.3f}x NullHandler")
+    print(
+        f"untagged call with FeedbackHandler installed: {result['untagged_ratio_vs_null']:.3f}x NullHandler"
+    )
     print(f"feedback sent to the local stand-in: {result['sent']}, lost: {result['lost']}")
     return 0
 

@@ -18,8 +18,9 @@ from .exceptions import (
 )
 from .handler import FeedbackHandler
 from .processor import FeedbackProcessor
-from .shipper import FeedbackShipper, FeedbackStats
+from .shipper import FeedbackShipper, FeedbackStats, Transport
 from .signals import exit_on_sigterm
+from .transport import HTTPTransport, SendControl
 
 __all__ = [
     "APIError",
@@ -31,8 +32,11 @@ __all__ = [
     "FeedbackShipper",
     "FeedbackStats",
     "FeedbackValidationError",
+    "HTTPTransport",
     "HumanloopLoggingError",
     "QueueFullError",
+    "SendControl",
+    "Transport",
     "TransportError",
     "UnprocessableEntityError",
     "__version__",

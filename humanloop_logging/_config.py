@@ -144,9 +144,14 @@ def resolve(
             "(for local tests, FakeHumanloop.api_key)"
         )
     insecure = _pick("allow_insecure_http", allow_insecure_http, _parse_bool, False, env)
+    if not isinstance(insecure, bool):  # "false" must never mean yes
+        raise ConfigurationError(f"allow_insecure_http must be True or False, got {insecure!r}")
+    raw_url = _pick("base_url", base_url, str, DEFAULT_BASE_URL, env)
+    if not isinstance(raw_url, str):
+        raise ConfigurationError(f"base_url must be a string, got {type(raw_url).__name__}")
     settings = Settings(
         api_key=key.strip(),
-        base_url=_check_url(_pick("base_url", base_url, str, DEFAULT_BASE_URL, env), insecure),
+        base_url=_check_url(raw_url, insecure),
         batch_size=_pick("batch_size", batch_size, int, DEFAULT_BATCH_SIZE, env),
         flush_interval=_pick("flush_interval", flush_interval, float, DEFAULT_FLUSH_INTERVAL, env),
         max_queue_size=_pick("max_queue_size", max_queue_size, int, DEFAULT_MAX_QUEUE_SIZE, env),
@@ -157,6 +162,11 @@ def resolve(
         blocking=_pick("blocking", blocking, _parse_bool, False, env),
         allow_insecure_http=insecure,
     )
+    for name in ("blocking", "allow_insecure_http"):
+        if not isinstance(getattr(settings, name), bool):
+            raise ConfigurationError(
+                f"{name} must be True or False, got {getattr(settings, name)!r}"
+            )
     for name in ("batch_size", "max_queue_size"):
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

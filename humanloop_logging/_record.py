@@ -129,17 +129,24 @@ def _parse_iso(text: str) -> Optional[datetime]:
     return parsed if ("T" in candidate or " " in candidate or "t" in candidate) else None
 
 
+def _utc(moment: datetime) -> str:
+    """ISO-8601 in UTC: RFC 3339 has no offsets with seconds, which Python's zones may have.
+
+    A naive datetime is local time, as ``datetime.astimezone()`` reads it.
+    """
+    return moment.astimezone(timezone.utc).isoformat()
+
+
 def _created_at(value: Any, timestamp: float, item: Captured) -> str:
     try:
         if value is None:
             return datetime.fromtimestamp(timestamp, timezone.utc).isoformat()
         if isinstance(value, datetime):
-            # A naive datetime is local time, as datetime.astimezone() reads it.
-            return (value if value.tzinfo is not None else value.astimezone()).isoformat()
+            return _utc(value)
         if isinstance(value, str):
             parsed = _parse_iso(value)
             if parsed is not None:
-                return (parsed if parsed.tzinfo is not None else parsed.astimezone()).isoformat()
+                return _utc(parsed)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, timezone.utc).isoformat()
     except (ValueError, OverflowError, OSError) as exc:

@@ -71,15 +71,19 @@ class DeliveryError(HumanloopLoggingError):
     retryable: bool = False
     retry_after: float | None = None
 
-    def __init__(self, message: str, records: Sequence[Mapping[str, Any]] = ()) -> None:
+    def __init__(
+        self, message: str, records: Sequence[Mapping[str, Any]] = (), *, count: int | None = None
+    ) -> None:
         self.message = message
         self.records: list[Mapping[str, Any]] = list(records)
+        #: How many records were given up on; more than ``len(records)`` when some were in a
+        #: request that was still running when time ran out.
+        self.count = len(self.records) if count is None else count
         super().__init__(message)
 
     def __str__(self) -> str:
-        if not self.records:
-            return self.message
-        return f"{self.message} ({len(self.records)} record(s))"
+        count = max(self.count, len(self.records))
+        return f"{self.message} ({count} record(s))" if count else self.message
 
 
 class TransportError(DeliveryError):

@@ -82,7 +82,8 @@ class FeedbackHandler(logging.Handler):
             type_ = source[self._type]
             # The flush thread's own records (an on_error callback logging feedback) would loop.
             if get_ident() == self._engine.thread_id or (
-                _bridge.state.used and _bridge.already_shipped(data_id, type_, self._engine)
+                _bridge.state.used
+                and _bridge.already_shipped(data_id, type_, self._engine, record.created)
             ):
                 return False
             get = source.get

@@ -21,6 +21,19 @@ from .shipper import FeedbackShipper, FeedbackStats, attach
 
 __all__ = ["FeedbackProcessor"]
 
+#: structlog's method names as stdlib levels, to tell whether stdlib logging will drop the event.
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
 
 class FeedbackProcessor:
     """``structlog.configure(processors=[..., FeedbackProcessor(shipper=handler.shipper), ...])``.
@@ -69,6 +82,7 @@ class FeedbackProcessor:
             data_id = event_dict[self._data_id]
             type_ = event_dict[self._type]
             get = event_dict.get
+            now = time.time()
             self._submit(
                 (
                     data_id,
@@ -77,11 +91,15 @@ class FeedbackProcessor:
                     get(self._user),
                     get(self._created_at),
                     get(self._unset),
-                    time.time(),
+                    now,
                 )
             )
-            if isinstance(logger, logging.Logger):  # on its way to stdlib logging, maybe to us
-                _bridge.remember(data_id, type_, self._engine)
+            if (
+                not self._drop
+                and isinstance(logger, logging.Logger)
+                and logger.isEnabledFor(_LEVELS.get(method_name, logging.CRITICAL))
+            ):  # on its way to stdlib logging, where a FeedbackHandler may meet it again
+                _bridge.remember(data_id, type_, self._engine, now)
         except Exception as exc:
             self.shipper.report_internal(exc)
         if self._drop:

@@ -102,6 +102,7 @@ class _Engine:
         self._closed = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
+        self._epoch = 0  # bumped when close() writes off a send that overran the exit deadline
         self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -127,7 +128,8 @@ class _Engine:
                 self._dropped += 1
                 return
             self._taken += 1
-        self.process([item])
+            epoch = self._epoch
+        self.process([item], epoch)
 
     # -- the flush thread -----------------------------------------------------------------------
 
@@ -141,8 +143,11 @@ class _Engine:
         thread.start()
         self.thread_id = thread.ident
 
-    def next_batch(self) -> Optional[list[Captured]]:
-        """Wait for something to send; [] after an idle wait, None when the thread should end."""
+    def next_batch(self) -> Optional[tuple[list[Captured], int]]:
+        """Wait for something to send: the batch (empty after an idle wait) and its epoch.
+
+        None when the thread should end.
+        """
         with self._cond:
             queue = self._queue
             if time.monotonic() >= self._deadline:
@@ -151,18 +156,18 @@ class _Engine:
                 if self._closing:
                     return None
                 self._cond.wait(self._flush_interval)
-                return []
+                return [], self._epoch
             count = len(queue)
             if count < self._batch_size and self._taken >= self._flush_target and not self._closing:
                 age = time.time() - queue[0][TIMESTAMP]
                 remaining = min(self._flush_interval - age, self._flush_interval)
                 if remaining > 0:
                     self._cond.wait(remaining)
-                    return []
+                    return [], self._epoch
             take = min(count, self._batch_size)
             batch = [queue.popleft() for _ in range(take)]
             self._taken += take
-            return batch
+            return batch, self._epoch
 
     def housekeeping(self) -> None:
         """Say once per burst that records were dropped."""
@@ -174,48 +179,63 @@ class _Engine:
             self._dropped_reported = dropped
 
     def abandon(self, reason: str) -> None:
-        """Give up on whatever is still queued, counting and reporting it as failed."""
+        """Give up on whatever is unfinished, queued or in flight, counting it as failed.
+
+        A send still in flight is written off: when it ends, its outcome is no longer counted
+        (its epoch has passed), so every record stays in exactly one bucket.
+        """
         with self._cond:
             self._closed = True
             queue = self._queue
             left = [queue.popleft() for _ in range(len(queue))]  # not clear(): appends race it
             self._taken += len(left)
-        if left:
-            self._finish(failed=len(left))
-            records = [described(item) for item in left]
+            unfinished = self._taken - self._finished
+            self._failed += unfinished
+            self._finished = self._taken
+            self._epoch += 1
+            self._cond.notify_all()
+        if unfinished:
+            in_flight = unfinished - len(left)
+            detail = f"; {in_flight} were in a request that did not end" if in_flight else ""
             self.reporter.report(
-                DeliveryError(f"gave up on queued feedback: {reason}", records),
+                DeliveryError(
+                    f"gave up on feedback: {reason}{detail}",
+                    [described(item) for item in left],
+                    count=unfinished,
+                ),
                 kind="abandon",
                 level=logging.ERROR,
             )
 
     # -- one batch, on the flush thread or (blocking mode) the caller's ------------------------
 
-    def _finish(self, *, sent: int = 0, rejected: int = 0, failed: int = 0) -> None:
+    def _finish(self, epoch: int, *, sent: int = 0, rejected: int = 0, failed: int = 0) -> None:
         with self._cond:
+            if epoch != self._epoch:
+                return  # written off by close(): already counted as failed
             self._sent += sent
             self._rejected += rejected
             self._failed += failed
             self._finished += sent + rejected + failed
             self._cond.notify_all()
 
-    def process(self, batch: list[Captured]) -> None:
+    def process(self, batch: list[Captured], epoch: int) -> None:
         """Validate each record, then deliver the valid ones; every record ends in one bucket."""
         valid: list[Payload] = []
         for item in batch:
             try:
                 valid.append(to_payload(item, self._default_user))
             except FeedbackValidationError as error:
-                self._finish(rejected=1)
+                self._finish(epoch, rejected=1)
                 self.reporter.report(error, kind=f"invalid:{error.field}")
             except Exception as error:  # to_payload promises not to, but never lose the count
-                self._finish(rejected=1)
+                self._finish(epoch, rejected=1)
                 self.reporter.log(
                     f"could not read a feedback record: {safe_repr(error)}", kind="bug"
                 )
         if valid:
             with self._send_lock:
-                self._deliver(valid)
+                self._deliver(valid, epoch)
 
     # SendControl, for the transport.
     def deadline(self) -> float:
@@ -229,7 +249,7 @@ class _Engine:
         with self._lock:
             self._retried += 1
 
-    def _deliver(self, items: list[Payload]) -> None:
+    def _deliver(self, items: list[Payload], epoch: int) -> None:
         """Send ``items``; on a 422 drop exactly the named items and resend the rest at once.
 
         A 422 (or 413) that names no item is bisected until the bad items stand alone, so a valid
@@ -243,23 +263,23 @@ class _Engine:
             try:
                 self.transport.send(body, records, self)
             except UnprocessableEntityError as error:
-                work.extend(self._split_422(chunk, error))
+                work.extend(self._split_422(chunk, error, epoch))
             except APIError as error:
                 if error.status == 413 and len(chunk) > 1:
                     half = len(chunk) // 2
                     work += [chunk[half:], chunk[:half]]
                 else:
-                    self._give_up(chunk, error)
+                    self._give_up(chunk, error, epoch)
             except DeliveryError as error:
-                self._give_up(chunk, error)
+                self._give_up(chunk, error, epoch)
             except Exception as error:  # a bug, not the network: still account for the records
-                self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"))
+                self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"), epoch)
             else:
                 self._auth_failed = False
-                self._finish(sent=len(chunk))
+                self._finish(epoch, sent=len(chunk))
 
     def _split_422(
-        self, chunk: list[Payload], error: UnprocessableEntityError
+        self, chunk: list[Payload], error: UnprocessableEntityError, epoch: int
     ) -> list[list[Payload]]:
         named: dict[int, list[str]] = {}
         for entry in error.details:
@@ -280,7 +300,7 @@ class _Engine:
         if not named:
             named = {0: [error.message]}
         rejected = [(chunk[index][0], reasons) for index, reasons in sorted(named.items())]
-        self._finish(rejected=len(rejected))
+        self._finish(epoch, rejected=len(rejected))
         for record, reasons in rejected:
             self.reporter.report(
                 UnprocessableEntityError(
@@ -294,8 +314,8 @@ class _Engine:
         rest = [item for index, item in enumerate(chunk) if index not in named]
         return [rest] if rest else []
 
-    def _give_up(self, chunk: list[Payload], error: DeliveryError) -> None:
-        self._finish(failed=len(chunk))
+    def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
+        self._finish(epoch, failed=len(chunk))
         error.records = [payload for payload, _ in chunk]
         if isinstance(error, AuthenticationError):
             if self._auth_failed:
@@ -374,11 +394,12 @@ def _worker(ref: weakref.ReferenceType[_Engine]) -> None:
         if engine is None:
             return
         try:
-            batch = engine.next_batch()
-            if batch is None:
+            taken = engine.next_batch()
+            if taken is None:
                 return
+            batch, epoch = taken
             if batch:
-                engine.process(batch)
+                engine.process(batch, epoch)
             engine.housekeeping()
         except Exception as exc:  # never let the flush thread die silently
             engine.reporter.log(

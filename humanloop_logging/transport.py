@@ -260,6 +260,9 @@ class HTTPTransport:
         try:
             retrying(attempt)
         except DeliveryError as error:
+            # requests' exception may still hang off the chain, and it holds the request and so
+            # the API key header: cut the chain before the error goes anywhere.
+            error.__context__ = error.__cause__ = None
             if error.retryable:  # transient, so it was time that ran out: say whose
                 attempts = retrying.statistics.get("attempt_number", 1)
                 limit = (

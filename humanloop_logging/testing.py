@@ -1,0 +1,721 @@
+"""Test helpers for users of humanloop-logging: a local stand-in for the Humanloop feedback API.
+
+:class:`FakeHumanloop` is a real HTTP/1.1 server on 127.0.0.1 that answers ``POST /v4/feedback``
+as the service does (same validation, same 200/401/422 bodies) and records what it was sent, so
+tests exercise the real transport, retries and threads instead of mocks. Faults can be injected to
+test how a client copes with outages, resets, slow answers and rejected datapoints::
+
+    from humanloop_logging.testing import FakeHumanloop
+
+    with FakeHumanloop() as fake:
+        configure_my_app(base_url=fake.base_url, api_key=fake.api_key)
+        fake.fail_next(2, 503, retry_after=0.1)
+        do_something_that_logs_feedback()
+        assert fake.wait_for_items(1)
+        assert fake.received[0]["type"] == "rating"
+
+Under pytest the ``fake_humanloop`` fixture (see :mod:`humanloop_logging.pytest_plugin`) gives a
+started instance. This module uses the standard library only and never imports pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hmac
+import itertools
+import json
+import math
+import secrets
+import selectors
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType, TracebackType
+from typing import Any, Optional, Union
+from urllib.parse import urlsplit
+
+from ._fake_validate import ErrorDetail, decode_json, unknown_datapoint_errors, validate_body
+from ._version import __version__
+
+__all__ = ["FakeHumanloop", "RecordedRequest"]
+
+#: The one route the stand-in serves, as on ``https://api.humanloop.com``.
+FEEDBACK_PATH = "/v4/feedback"
+
+#: Longest a stop() waits for one connection thread after its socket was shut down.
+_JOIN_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the stand-in saw it, kept so tests can assert on what a client really sent."""
+
+    method: str
+    path: str
+    #: The status answered; 0 when the connection was dropped instead (reset, hang, stop).
+    status: int
+    #: Feedback items in the body: 1 for an object, the length of an array, 0 if not parseable.
+    item_count: int
+    #: Read-only request headers with lower-cased names (repeated headers joined by ", ").
+    headers: Mapping[str, str]
+    body: bytes
+    #: ``time.time()`` when the request had been read.
+    time: float
+    #: True if the body was a JSON array (the batched form of the API).
+    batch: bool
+    #: Which TCP connection carried it (counts from 1 per stand-in), to check keep-alive reuse.
+    connection: int
+
+    def json(self) -> Any:
+        """The body parsed as JSON (raises ValueError if it is not)."""
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One queued injected error answer."""
+
+    status: int
+    body: bytes
+    retry_after: Optional[str]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What to send back; None instead of an answer means drop the connection."""
+
+    status: int
+    payload: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_bytes(payload: Any) -> bytes:
+    return json.dumps(payload, allow_nan=False).encode("utf-8")
+
+
+def _detail(status: int, detail: Any) -> _Answer:
+    return _Answer(status, _json_bytes({"detail": detail}))
+
+
+def _format_retry_after(value: Union[str, float, None]) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(
+            f"retry_after must be a finite number of seconds or a string, not {value!r}"
+        )
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its open connections, so stop() can cut them."""
+
+    daemon_threads = True
+    # restart() rebinds the same port at once; on Windows SO_REUSEADDR would let two servers share it.
+    allow_reuse_address = sys.platform != "win32"
+
+    def __init__(
+        self, address: tuple[str, int], fake: FakeHumanloop, stop_event: threading.Event
+    ) -> None:
+        self.fake = fake
+        self.stop_event = stop_event
+        self._connections_lock = threading.Lock()
+        self._connections: dict[socket.socket, int] = {}
+        self._connection_threads: set[threading.Thread] = set()
+        self._aborted: set[socket.socket] = set()
+        self._closing = False
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        # Before binding: a failed bind calls server_close(), which closes these too.
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        super().__init__(address, _Handler)
+
+    def serve_until_stopped(self) -> None:
+        """Accept connections until stop_event is set and wake() is called.
+
+        Unlike serve_forever() this does not poll: an idle stand-in sleeps in select(), and stop()
+        returns at once instead of after a poll interval.
+        """
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self.stop_event.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self.stop_event.is_set():
+                        self._accept_one()
+
+    def _accept_one(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def wake(self) -> None:
+        """Interrupt serve_until_stopped()'s select() (after stop_event was set)."""
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall on DNS; skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve each connection on its own daemon thread, remembered so stop() can cut it."""
+        conn: socket.socket = request
+        connection_id = self.fake._next_connection_id()
+        thread = threading.Thread(
+            target=self._serve_connection,
+            args=(conn, client_address),
+            name=f"humanloop-stand-in-connection-{connection_id}",
+            daemon=True,
+        )
+        with self._connections_lock:
+            if self._closing:
+                self.shutdown_request(conn)
+                return
+            self._connections[conn] = connection_id
+            self._connection_threads.add(thread)
+        thread.start()
+
+    def _serve_connection(self, conn: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(conn, client_address)
+        except Exception:
+            self.handle_error(conn, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.pop(conn, None)
+                self._connection_threads.discard(threading.current_thread())
+            self.shutdown_request(conn)
+
+    def connection_id(self, conn: socket.socket) -> int:
+        with self._connections_lock:
+            return self._connections.get(conn, 0)
+
+    def abort(self, conn: socket.socket) -> None:
+        """Make the coming close of ``conn`` a reset (RST) rather than an orderly FIN."""
+        try:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:  # pragma: no cover - platforms without SO_LINGER in this layout
+            return
+        with self._connections_lock:
+            self._aborted.add(conn)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            aborted = request in self._aborted
+            self._aborted.discard(request)
+        if aborted:
+            self.close_request(request)  # no shutdown(SHUT_WR): closing with linger 0 sends RST
+        else:
+            super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away, or stop() cutting a connection, is routine here.
+        if isinstance(sys.exc_info()[1], (OSError, ValueError)):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Shut down every open connection (clients see EOF/reset) and join their threads."""
+        with self._connections_lock:
+            self._closing = True
+            connections = list(self._connections)
+            threads = list(self._connection_threads)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(_JOIN_TIMEOUT)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads one request at a time off a keep-alive connection and lets FakeHumanloop answer it."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes; don't stall the second
+    #: Idle keep-alive connections are closed after this long, so a long-running `serve` does not
+    #: collect threads for clients that vanished; long enough never to race a test's client.
+    timeout = 120.0
+    server_version = f"humanloop-logging-stand-in/{__version__}"
+    server: _Server
+
+    def version_string(self) -> str:
+        """The Server header: which stand-in answered, without the Python version."""
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the per-request stderr lines: tests print nothing they did not ask for."""
+
+    def send_error(
+        self, code: int, message: Optional[str] = None, explain: Optional[str] = None
+    ) -> None:
+        """Malformed HTTP gets the same JSON shape as everything else, then the connection closes."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        payload = _json_bytes({"detail": message or phrase})
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(payload)
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_POST
+
+    def _read_body(self) -> Optional[bytes]:
+        """The request body, or None if its framing is broken (the connection must then close)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            size = int(length)
+        except ValueError:
+            return None
+        if size < 0:
+            return None
+        body = self.rfile.read(size)
+        return body if len(body) == size else None
+
+    def _read_chunked(self) -> Optional[bytes]:
+        chunks: list[bytes] = []
+        while True:
+            line = self.rfile.readline(65537)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunk = self.rfile.read(size)
+            if len(chunk) != size:
+                return None
+            chunks.append(chunk)
+            self.rfile.readline(65537)
+
+    def _handle(self) -> None:
+        body = self._read_body()
+        if body is None:
+            self.send_error(HTTPStatus.BAD_REQUEST, "Malformed request body framing")
+            return
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        answer = self.server.fake._answer(
+            method=self.command,
+            path=self.path,
+            headers=MappingProxyType(headers),
+            body=body,
+            connection=self.server.connection_id(self.connection),
+            stop_event=self.server.stop_event,
+        )
+        if answer is None:
+            self.close_connection = True
+            self.server.abort(self.connection)
+            return
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.payload)))
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(answer.payload)
+
+
+class FakeHumanloop:
+    """A local, in-process stand-in for ``https://api.humanloop.com/v4`` ``POST /feedback``.
+
+    Thread-safe: tests may inject faults and read what was received while clients are posting.
+    Faults apply in this order: reset, hang, latency, fail, then the service's own checks (route,
+    API key, body validation, unknown datapoints).
+    """
+
+    def __init__(
+        self, *, api_key: str = "hl-test-key", host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, not {port!r}")
+        self.api_key = api_key
+        self.host = host
+        self._port = port
+        self._lifecycle = threading.Lock()
+        self._server: Optional[_Server] = None
+        self._serve_thread: Optional[threading.Thread] = None
+        self._stop_event: Optional[threading.Event] = None
+        self._changed = threading.Condition(threading.Lock())
+        self._sequence = itertools.count()
+        self._connection_ids = itertools.count(1)
+        self._requests: list[tuple[int, RecordedRequest]] = []
+        self._received: list[tuple[int, int, dict[str, Any]]] = []
+        self._arrivals = 0
+        self._resets = 0
+        self._hangs = 0
+        self._failures: deque[_Failure] = deque()
+        self._latency = 0.0
+        self._rejected_data_ids: frozenset[str] = frozenset()
+        self._clear_generation = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> FakeHumanloop:
+        """Listen and serve on a daemon thread; returns self so ``fake = FakeHumanloop().start()``."""
+        with self._lifecycle:
+            if self._server is not None:
+                return self
+            stop_event = threading.Event()
+            server = _Server((self.host, self._port), self, stop_event)
+            self._port = int(server.server_address[1])
+            thread = threading.Thread(
+                target=server.serve_until_stopped,
+                name=f"humanloop-stand-in-{self._port}",
+                daemon=True,
+            )
+            thread.start()
+            self._server, self._serve_thread, self._stop_event = server, thread, stop_event
+        return self
+
+    def stop(self) -> None:
+        """Stop listening, cut every open connection and join all threads; safe to call twice."""
+        with self._lifecycle:
+            server, thread, stop_event = self._server, self._serve_thread, self._stop_event
+            if server is None or thread is None or stop_event is None:
+                return
+            self._server = self._serve_thread = self._stop_event = None
+            stop_event.set()
+            with self._changed:
+                self._changed.notify_all()  # wake answers held by hang_next
+            server.wake()
+            thread.join()
+            server.server_close()
+            server.close_connections()
+
+    def restart(self) -> None:
+        """Simulate a service restart: clients lose their connections, the port stays the same."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> FakeHumanloop:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<FakeHumanloop {self.host}:{self._port} {state}>"
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one before the first start); kept across restart()."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """What a client takes as its Humanloop base URL, e.g. ``http://127.0.0.1:54321/v4``."""
+        if self._port == 0:
+            raise RuntimeError("FakeHumanloop has no port until start() is called")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self._port}/v4"
+
+    @property
+    def url(self) -> str:
+        """The feedback endpoint itself."""
+        return self.base_url + "/feedback"
+
+    # -- what was received ---------------------------------------------------------------------
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """A copy of every accepted feedback item, as sent, in the order the requests arrived."""
+        with self._changed:
+            return [copy.deepcopy(item) for _, _, item in self._received]
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of every request seen, whatever its answer, in the order they arrived."""
+        with self._changed:
+            return [recorded for _, recorded in self._requests]
+
+    def wait_for_items(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` items were accepted; False if ``timeout`` passed first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._received) >= count, timeout)
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` requests were recorded, up to ``timeout``.
+
+        A request is recorded once answered or dropped; one held by hang_next() as it is held.
+        """
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._requests) >= count, timeout)
+
+    def wait_for_arrivals(self, count: int, timeout: float = 5.0) -> bool:
+        """Block until at least ``count`` requests were read, answered or not.
+
+        Lets a test act while an answer is still held back by set_latency() or hang_next().
+        """
+        with self._changed:
+            return self._changed.wait_for(lambda: self._arrivals >= count, timeout)
+
+    def clear(self) -> None:
+        """Forget everything received and every fault, latency and rejected id; release hangs."""
+        with self._changed:
+            self._requests.clear()
+            self._received.clear()
+            self._arrivals = 0
+            self._resets = self._hangs = 0
+            self._failures.clear()
+            self._latency = 0.0
+            self._rejected_data_ids = frozenset()
+            self._clear_generation += 1
+            self._changed.notify_all()
+
+    # -- fault injection -----------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        n: int,
+        status: int = 503,
+        *,
+        retry_after: Union[str, float, None] = None,
+        body: Any = None,
+    ) -> None:
+        """Answer the next ``n`` POST requests with ``status`` instead of handling them.
+
+        The body is ``{"detail": <reason phrase>}`` unless ``body`` is given (bytes are sent as they
+        are, anything else as JSON); ``retry_after`` becomes a ``Retry-After`` header.
+        """
+        _check_count(n)
+        if not 200 <= status <= 599:
+            raise ValueError(f"status must be between 200 and 599, not {status!r}")
+        if body is None:
+            try:
+                phrase = HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "Injected failure"
+            payload = _json_bytes({"detail": phrase})
+        elif isinstance(body, bytes):
+            payload = body
+        else:
+            payload = _json_bytes(body)
+        failure = _Failure(status, payload, _format_retry_after(retry_after))
+        with self._changed:
+            self._failures.extend([failure] * n)
+
+    def reset_next(self, n: int) -> None:
+        """Read the next ``n`` requests, then reset their connections without answering."""
+        _check_count(n)
+        with self._changed:
+            self._resets += n
+
+    def hang_next(self, n: int) -> None:
+        """Read the next ``n`` requests and hold them unanswered until stop() or clear()."""
+        _check_count(n)
+        with self._changed:
+            self._hangs += n
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every answer by ``seconds`` (0 turns it off); stop() cuts a delay short."""
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
+        with self._changed:
+            self._latency = float(seconds)
+
+    def reject_data_ids(self, *data_ids: str) -> None:
+        """Answer 422 "Datapoint ... not found" to any request with feedback for these data ids."""
+        with self._changed:
+            self._rejected_data_ids = self._rejected_data_ids.union(data_ids)
+
+    # -- answering (called on connection threads) ----------------------------------------------
+
+    def _next_connection_id(self) -> int:
+        with self._changed:
+            return next(self._connection_ids)
+
+    def _record(
+        self, sequence: int, request: RecordedRequest, items: Optional[list[dict[str, Any]]] = None
+    ) -> None:
+        with self._changed:
+            _insort_by_sequence(self._requests, (sequence, request))
+            for index, item in enumerate(items or ()):
+                _insort_by_sequence(self._received, (sequence, index, item))
+            self._changed.notify_all()
+
+    def _answer(
+        self,
+        *,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        connection: int,
+        stop_event: threading.Event,
+    ) -> Optional[_Answer]:
+        """Decide the answer to one request (None: drop the connection) and record it."""
+        arrived = time.time()
+        parsed, json_errors = decode_json(body)
+        batch = isinstance(parsed, list)
+        item_count = len(parsed) if batch else 1 if isinstance(parsed, dict) else 0
+
+        def record(status: int, items: Optional[list[dict[str, Any]]] = None) -> None:
+            recorded = RecordedRequest(
+                method=method,
+                path=path,
+                status=status,
+                item_count=item_count,
+                headers=headers,
+                body=body,
+                time=arrived,
+                batch=batch,
+                connection=connection,
+            )
+            self._record(sequence, recorded, items)
+
+        with self._changed:
+            sequence = next(self._sequence)
+            self._arrivals += 1
+            generation = self._clear_generation
+            reset = self._resets > 0
+            hang = not reset and self._hangs > 0
+            if reset:
+                self._resets -= 1
+            elif hang:
+                self._hangs -= 1
+            latency = self._latency
+            self._changed.notify_all()
+
+        if reset:
+            record(0)
+            return None
+        if hang:
+            record(0)
+            with self._changed:
+                self._changed.wait_for(
+                    lambda: stop_event.is_set() or self._clear_generation != generation
+                )
+            return None
+        if latency > 0 and stop_event.wait(latency):
+            record(0)
+            return None
+
+        with self._changed:
+            failure = self._failures.popleft() if method == "POST" and self._failures else None
+            rejected_ids = self._rejected_data_ids
+        answer = self._service_answer(
+            method=method,
+            path=path,
+            headers=headers,
+            parsed=parsed,
+            json_errors=json_errors,
+            failure=failure,
+            rejected_ids=rejected_ids,
+        )
+        accepted: Optional[list[dict[str, Any]]] = None
+        if answer.status == 200 and failure is None:
+            accepted = parsed if batch else [parsed]
+        record(answer.status, accepted)
+        return answer
+
+    def _service_answer(
+        self,
+        *,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        parsed: Any,
+        json_errors: list[ErrorDetail],
+        failure: Optional[_Failure],
+        rejected_ids: frozenset[str],
+    ) -> _Answer:
+        if failure is not None:
+            extra = (
+                (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
+            )
+            return _Answer(failure.status, failure.body, extra)
+        if urlsplit(path).path != FEEDBACK_PATH:
+            return _detail(404, "Not Found")
+        if method != "POST":
+            return _Answer(405, _json_bytes({"detail": "Method Not Allowed"}), (("Allow", "POST"),))
+        given = headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode("utf-8"), self.api_key.encode("utf-8")):
+            return _detail(401, "Invalid API key")
+        errors = json_errors or validate_body(parsed)
+        if not errors:
+            errors = unknown_datapoint_errors(parsed, rejected_ids)
+        if errors:
+            return _detail(422, errors)
+        if isinstance(parsed, list):
+            return _Answer(200, _json_bytes([_echo(item) for item in parsed]))
+        return _Answer(200, _json_bytes(_echo(parsed)))
+
+
+def _echo(item: dict[str, Any]) -> dict[str, Any]:
+    """The service's answer for one accepted item: the item, its new id, and value always present."""
+    answer = dict(item)
+    answer.setdefault("value", None)
+    answer["id"] = f"ann_{secrets.token_hex(12)}"
+    return answer
+
+
+def _insort_by_sequence(entries: list[Any], entry: tuple[Any, ...]) -> None:
+    """Insert keeping arrival order; almost always an append, as answers mostly finish in order."""
+    position = len(entries)
+    while position > 0 and entries[position - 1][:-1] > entry[:-1]:
+        position -= 1
+    entries.insert(position, entry)
+
+
+def _check_count(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, not {n!r}")

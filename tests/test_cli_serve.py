@@ -1,0 +1,181 @@
+"""``humanloop-logging serve``: the stand-in run from the command line, in a real child process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import IO
+
+import pytest
+import requests
+
+from humanloop_logging.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+URL_LINE = re.compile(r"^Humanloop stand-in listening on (http://127\.0\.0\.1:(\d+)/v4)$")
+
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+class Serve:
+    """A running ``python -m humanloop_logging serve`` whose stdout lines can be awaited."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
+        # across exec; a handled one is reset to the default, which is what a terminal user has.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "humanloop_logging", "serve", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, timeout: float = 10.0) -> str:
+        """The next line of stdout, waiting for it (the child flushes after printing)."""
+        return self.lines.get(timeout=timeout)
+
+    def stop(self, signum: int, timeout: float = 5.0) -> tuple[int, str]:
+        """Send ``signum`` and return the exit code and stderr once the child has exited."""
+        self.process.send_signal(signum)
+        self.process.wait(timeout=timeout)
+        assert self.process.stderr is not None
+        return self.process.returncode, self.process.stderr.read()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """``serve --port 0 --api-key k``, killed after the test if it is still running."""
+    child = Serve("--port", "0", "--api-key", "k")
+    try:
+        yield child
+    finally:
+        child.kill()
+
+
+@posix_only
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_answers_like_the_service_and_exits_cleanly(serve: Serve, signum: int) -> None:
+    """serve prints its URL and key, answers 200/401/422, and exits 0 on Ctrl-C or SIGTERM."""
+    match = URL_LINE.match(serve.line())
+    assert match, "the first line names the URL"
+    base_url, port = match.group(1), int(match.group(2))
+    assert port != 0, "--port 0 prints the port actually bound"
+    assert serve.line() == "API key: k"
+    url = base_url + "/feedback"
+    item = {"type": "rating", "value": "good", "data_id": "dp_1"}
+
+    ok = requests.post(url, json=item, headers={"X-API-KEY": "k"}, timeout=10)
+    assert ok.status_code == 200
+    assert ok.json()["id"].startswith("ann_")
+    unauthorised = requests.post(url, json=item, headers={"X-API-KEY": "wrong"}, timeout=10)
+    assert unauthorised.status_code == 401
+    invalid = requests.post(url, json={"value": 1}, headers={"X-API-KEY": "k"}, timeout=10)
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["loc"] == ["body", "type"]
+
+    returncode, stderr = serve.stop(signum)
+    assert returncode == 0
+    assert stderr == ""
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url, json=item, headers={"X-API-KEY": "k"}, timeout=5)
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_exits_cleanly_with_a_keep_alive_client_connected(serve: Serve) -> None:
+    """An idle keep-alive client does not hold up shutdown."""
+    match = URL_LINE.match(serve.line())
+    assert match
+    with requests.Session() as session:
+        response = session.post(
+            match.group(1) + "/feedback",
+            json={"type": "rating", "value": 1},
+            headers={"X-API-KEY": "k"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        returncode, stderr = serve.stop(signal.SIGTERM)
+    assert (returncode, stderr) == (0, "")
+
+
+@pytest.mark.slow
+def test_serve_reports_a_busy_port_and_exits_1() -> None:
+    """A port already in use is a one-line error and exit status 1, not a traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        child = Serve("--port", str(port))
+        try:
+            returncode = child.process.wait(timeout=30)
+            assert child.process.stderr is not None
+            stderr = child.process.stderr.read()
+        finally:
+            child.kill()
+    assert returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["serve", "--port", "70000"], ["serve", "--port", "http"], ["bogus"]],
+    ids=["no-command", "port-too-big", "port-not-a-number", "unknown-command"],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad command lines are argparse usage errors (exit 2) with a message on stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: humanloop-logging" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the package version."""
+    from humanloop_logging._version import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"humanloop-logging {__version__}"
+
+
+def test_console_script_entry_point_is_main() -> None:
+    """The installed ``humanloop-logging`` script runs humanloop_logging.cli:main."""
+    (script,) = [
+        ep for ep in entry_points(group="console_scripts") if ep.name == "humanloop-logging"
+    ]
+    assert script.value == "humanloop_logging.cli:main"
+    assert script.load() is main

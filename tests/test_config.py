@@ -1,0 +1,466 @@
+"""Settings: argument, then environment variable, then default; every bad value refused by name."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import itertools
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from humanloop_logging import (
+    ConfigurationError,
+    FeedbackHandler,
+    FeedbackProcessor,
+    FeedbackShipper,
+    FeedbackValidationError,
+    UnprocessableEntityError,
+)
+from humanloop_logging.testing import FakeHumanloop
+
+pytestmark = pytest.mark.timeout(30)
+
+SECRET = "hl-SECRET-51d0c2aa9e"
+FLUSH_THREAD = "humanloop-feedback-flush"
+
+_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No HUMANLOOP_* variable from the outside leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("HUMANLOOP_"):
+            monkeypatch.delenv(name)
+
+
+class Shippers:
+    """Builds shippers and closes every one at teardown."""
+
+    def __init__(self) -> None:
+        self.made: list[FeedbackShipper] = []
+
+    def __call__(self, **settings: Any) -> FeedbackShipper:
+        shipper = FeedbackShipper(**settings)
+        self.made.append(shipper)
+        return shipper
+
+
+@pytest.fixture
+def shippers() -> Iterator[Shippers]:
+    made = Shippers()
+    yield made
+    for shipper in made.made:
+        shipper.close(timeout=1.0)
+
+
+def send_one(shipper: FeedbackShipper, data_id: str = "dp-1") -> None:
+    event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
+    FeedbackProcessor(shipper=shipper)(None, "info", event)
+
+
+def live_flush_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == FLUSH_THREAD and t.is_alive()}
+
+
+# -- fallbacks -----------------------------------------------------------------------------------
+
+
+def test_api_key_and_base_url_come_from_the_environment(
+    fake_humanloop: FakeHumanloop, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """HUMANLOOP_API_KEY and HUMANLOOP_BASE_URL are used when no argument is given."""
+    monkeypatch.setenv("HUMANLOOP_API_KEY", fake_humanloop.api_key)
+    monkeypatch.setenv("HUMANLOOP_BASE_URL", fake_humanloop.base_url)
+    shipper = shippers(flush_interval=60.0)
+
+    send_one(shipper)
+
+    assert shipper.flush(5.0)
+    assert [r.status for r in fake_humanloop.requests] == [200]
+    assert fake_humanloop.requests[0].headers["x-api-key"] == fake_humanloop.api_key
+
+
+def test_arguments_beat_the_environment(
+    fake_humanloop: FakeHumanloop, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """api_key= and base_url= win over HUMANLOOP_API_KEY and HUMANLOOP_BASE_URL."""
+    monkeypatch.setenv("HUMANLOOP_API_KEY", "hl-from-env")
+    monkeypatch.setenv("HUMANLOOP_BASE_URL", "https://unused.invalid/v4")
+    shipper = shippers(
+        api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
+    )
+
+    send_one(shipper)
+
+    assert shipper.flush(5.0)
+    assert [r.status for r in fake_humanloop.requests] == [200]
+
+
+def test_default_base_url(shippers: Shippers) -> None:
+    """Without argument or HUMANLOOP_BASE_URL the base URL is https://api.humanloop.com/v4."""
+    shipper = shippers(api_key="hl-key")
+    assert shipper.settings.base_url == "https://api.humanloop.com/v4"
+
+
+def test_trailing_slash_on_base_url_still_reaches_feedback(
+    fake_humanloop: FakeHumanloop, shippers: Shippers
+) -> None:
+    """A base_url ending in / posts to .../v4/feedback, not .../v4//feedback."""
+    shipper = shippers(
+        api_key=fake_humanloop.api_key,
+        base_url=fake_humanloop.base_url + "/",
+        flush_interval=60.0,
+    )
+    send_one(shipper)
+
+    assert shipper.flush(5.0)
+    assert [(r.path, r.status) for r in fake_humanloop.requests] == [("/v4/feedback", 200)]
+
+
+ENV_SETTINGS: list[tuple[str, str, str, Any]] = [
+    ("HUMANLOOP_FEEDBACK_BATCH_SIZE", "7", "batch_size", 7),
+    ("HUMANLOOP_FEEDBACK_BATCH_SIZE", " 7 ", "batch_size", 7),
+    ("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "2.5", "flush_interval", 2.5),
+    ("HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE", "50", "max_queue_size", 50),
+    ("HUMANLOOP_FEEDBACK_TIMEOUT", "3", "timeout", 3.0),
+    ("HUMANLOOP_FEEDBACK_MAX_RETRY_TIME", "0", "max_retry_time", 0.0),
+    ("HUMANLOOP_FEEDBACK_EXIT_TIMEOUT", "1.5", "exit_timeout", 1.5),
+    ("HUMANLOOP_FEEDBACK_USER", "svc", "default_user", "svc"),
+    ("HUMANLOOP_FEEDBACK_BLOCKING", "true", "blocking", True),
+    ("HUMANLOOP_FEEDBACK_BLOCKING", "0", "blocking", False),
+    ("HUMANLOOP_ALLOW_INSECURE_HTTP", "1", "allow_insecure_http", True),
+]
+
+
+@pytest.mark.parametrize("case", ENV_SETTINGS, ids=[f"{c[0]}={c[1]!r}" for c in ENV_SETTINGS])
+def test_settings_fall_back_to_their_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, shippers: Shippers, case: tuple[str, str, str, Any]
+) -> None:
+    """Each HUMANLOOP_FEEDBACK_* variable sets its setting, parsed to the right type."""
+    variable, raw, attribute, expected = case
+    monkeypatch.setenv(variable, raw)
+    shipper = shippers(api_key="hl-key")
+
+    value = getattr(shipper.settings, attribute)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_argument_beats_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """An argument wins over its HUMANLOOP_FEEDBACK_* variable."""
+    monkeypatch.setenv("HUMANLOOP_FEEDBACK_BATCH_SIZE", "7")
+    monkeypatch.setenv("HUMANLOOP_FEEDBACK_USER", "env-user")
+    shipper = shippers(api_key="hl-key", batch_size=3, default_user="arg-user")
+    assert (shipper.settings.batch_size, shipper.settings.default_user) == (3, "arg-user")
+
+
+def test_batch_size_from_the_environment_shapes_the_requests(
+    fake_humanloop: FakeHumanloop, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """HUMANLOOP_FEEDBACK_BATCH_SIZE=2 makes full batches of two go without flush()."""
+    monkeypatch.setenv("HUMANLOOP_FEEDBACK_BATCH_SIZE", "2")
+    monkeypatch.setenv("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "60")
+    shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
+    for index in range(4):
+        send_one(shipper, f"dp-{index}")
+
+    assert fake_humanloop.wait_for_items(4, timeout=5.0)
+    assert [r.item_count for r in fake_humanloop.requests] == [2, 2]
+
+
+def test_blocking_from_the_environment_sends_on_the_callers_thread(
+    fake_humanloop: FakeHumanloop, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """HUMANLOOP_FEEDBACK_BLOCKING=1: the record is at the server when the call returns."""
+    monkeypatch.setenv("HUMANLOOP_FEEDBACK_BLOCKING", "1")
+    shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
+
+    send_one(shipper)
+
+    assert len(fake_humanloop.received) == 1
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+def test_missing_api_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No api_key and no HUMANLOOP_API_KEY: a ConfigurationError that says where to set it."""
+    with pytest.raises(ConfigurationError, match="HUMANLOOP_API_KEY"):
+        FeedbackShipper()
+    monkeypatch.setenv("HUMANLOOP_API_KEY", "   ")
+    with pytest.raises(ConfigurationError, match="HUMANLOOP_API_KEY"):
+        FeedbackShipper()
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "setting"),
+    [
+        ("HUMANLOOP_FEEDBACK_BATCH_SIZE", "many", "batch_size"),
+        ("HUMANLOOP_FEEDBACK_BATCH_SIZE", "1.5", "batch_size"),
+        ("HUMANLOOP_FEEDBACK_BATCH_SIZE", "0", "batch_size"),
+        ("HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE", "-5", "max_queue_size"),
+        ("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "soon", "flush_interval"),
+        ("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "0", "flush_interval"),
+        ("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "nan", "flush_interval"),
+        ("HUMANLOOP_FEEDBACK_TIMEOUT", "inf", "timeout"),
+        ("HUMANLOOP_FEEDBACK_TIMEOUT", "-1", "timeout"),
+        ("HUMANLOOP_FEEDBACK_MAX_RETRY_TIME", "-1", "max_retry_time"),
+        ("HUMANLOOP_FEEDBACK_EXIT_TIMEOUT", "forever", "exit_timeout"),
+        ("HUMANLOOP_FEEDBACK_BLOCKING", "maybe", "blocking"),
+        ("HUMANLOOP_ALLOW_INSECURE_HTTP", "sure", "allow_insecure_http"),
+        ("HUMANLOOP_BASE_URL", "ftp://api.humanloop.com/v4", "base_url"),
+    ],
+)
+def test_bad_environment_value_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, setting: str
+) -> None:
+    """A bad HUMANLOOP_* value is a ConfigurationError (a ValueError) naming the setting."""
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(ConfigurationError) as caught:
+        FeedbackShipper(api_key="hl-key")
+    assert isinstance(caught.value, ValueError)
+    assert setting in str(caught.value) or variable in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("batch_size", 0),
+        ("batch_size", -1),
+        ("batch_size", 1.5),
+        ("batch_size", True),
+        ("batch_size", "10"),
+        ("max_queue_size", 0),
+        ("flush_interval", 0),
+        ("flush_interval", -1.0),
+        ("flush_interval", math.nan),
+        ("flush_interval", math.inf),
+        ("flush_interval", "1"),
+        ("timeout", 0),
+        ("timeout", math.inf),
+        ("max_retry_time", -0.1),
+        ("max_retry_time", math.nan),
+        ("exit_timeout", -1),
+        ("exit_timeout", math.inf),
+        ("default_user", 5),
+        ("blocking", "no"),
+    ],
+)
+def test_bad_argument_is_refused_by_name(setting: str, value: Any) -> None:
+    """A bad argument is a ConfigurationError (a ValueError) whose message names the setting."""
+    with pytest.raises(ConfigurationError) as caught:
+        FeedbackShipper(api_key="hl-key", **{setting: value})
+    assert isinstance(caught.value, ValueError)
+    assert setting in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "api.humanloop.com/v4",
+        "ftp://api.humanloop.com/v4",
+        "https://api.humanloop.com/v4?x=1",
+        "https://api.humanloop.com/v4#top",
+        "https://user:pass@api.humanloop.com/v4",
+        "https:///v4",
+    ],
+)
+def test_bad_base_url_is_refused(base_url: str) -> None:
+    """A base_url that is not a plain http(s) URL is a ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        FeedbackShipper(api_key="hl-key", base_url=base_url)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://api.example.com/v4", "http://10.1.2.3/v4", "http://[2001:db8::1]/v4"],
+)
+def test_plain_http_to_a_remote_host_is_refused(
+    base_url: str, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
+) -> None:
+    """http:// to a non-loopback host is refused unless allow_insecure_http is set."""
+    with pytest.raises(ConfigurationError) as caught:
+        FeedbackShipper(api_key=SECRET, base_url=base_url)
+    assert SECRET not in str(caught.value)
+
+    assert shippers(api_key="k", base_url=base_url, allow_insecure_http=True).settings.base_url
+    monkeypatch.setenv("HUMANLOOP_ALLOW_INSECURE_HTTP", "1")
+    assert shippers(api_key="k", base_url=base_url).settings.base_url == base_url
+
+
+@pytest.mark.parametrize("flag", ["false", "0", 0], ids=["str-false", "str-0", "int-0"])
+def test_only_a_real_true_allows_plain_http(flag: Any) -> None:
+    """allow_insecure_http="false" (a string, from some config file) must not open plain http."""
+    with pytest.raises(ConfigurationError) as caught:
+        FeedbackShipper(
+            api_key=SECRET, base_url="http://api.example.com/v4", allow_insecure_http=flag
+        )
+    assert "allow_insecure_http" in str(caught.value) or "http://" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:9/v4",
+        "http://127.8.9.10/v4",
+        "http://localhost:9/v4",
+        "http://LOCALHOST/v4",
+        "http://[::1]:9/v4",
+    ],
+)
+def test_plain_http_to_loopback_is_allowed(base_url: str, shippers: Shippers) -> None:
+    """http:// to a loopback address needs no opt-in."""
+    assert shippers(api_key="k", base_url=base_url).settings.allow_insecure_http is False
+
+
+@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor])
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("api_key", "hl-other"),
+        ("batch_size", 5),
+        ("flush_interval", 1.0),
+        ("on_error", print),
+        ("blocking", False),
+        ("default_user", "svc"),
+    ],
+)
+def test_shipper_and_settings_are_exclusive(
+    shippers: Shippers, adapter: Any, setting: str, value: Any
+) -> None:
+    """An adapter given a shipper refuses settings too, naming them, instead of ignoring them."""
+    shipper = shippers(api_key="hl-key")
+    with pytest.raises(ConfigurationError) as caught:
+        adapter(shipper=shipper, **{setting: value})
+    assert setting in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "feedback_type"},
+        {"type": ""},
+        {"type": 5},
+        {"type": "data_id"},
+        {"value": "user"},
+    ],
+)
+def test_bad_fields_are_refused(fields: Any) -> None:
+    """fields= with an unknown field, an empty or non-string name, or a clash is refused."""
+    with pytest.raises(ConfigurationError):
+        FeedbackHandler(api_key="hl-key", fields=fields)
+
+
+def test_a_refused_handler_leaves_no_thread_behind() -> None:
+    """A handler refused at construction (bad fields) does not leave a flush thread running."""
+    before = live_flush_threads()
+    with pytest.raises(ConfigurationError):
+        FeedbackHandler(api_key="hl-key", fields={"kind": "x"})
+    gc.collect()
+
+    for thread in live_flush_threads() - before:
+        thread.join(2.0)
+    assert live_flush_threads() - before == set()
+
+
+# -- the public signatures ------------------------------------------------------------------------
+
+SHARED = [
+    "batch_size",
+    "flush_interval",
+    "max_queue_size",
+    "timeout",
+    "max_retry_time",
+    "exit_timeout",
+    "on_error",
+    "shipper",
+    "default_user",
+    "blocking",
+    "allow_insecure_http",
+    "fields",
+]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "last"), [(FeedbackHandler, "level"), (FeedbackProcessor, "drop")]
+)
+def test_adapter_signatures(adapter: Any, last: str) -> None:
+    """api_key and base_url may be positional; every other setting is keyword-only, None by default."""
+    parameters = list(inspect.signature(adapter).parameters.values())
+    names = [p.name for p in parameters]
+    assert set(names) == {"api_key", "base_url", *SHARED, last}
+    assert names[:2] == ["api_key", "base_url"]
+    kinds = {p.name: p.kind for p in parameters}
+    assert kinds["api_key"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert kinds["base_url"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(kinds[name] is inspect.Parameter.KEYWORD_ONLY for name in [*SHARED, last])
+    defaults = {p.name: p.default for p in parameters}
+    assert all(defaults[name] is None for name in ["api_key", "base_url", *SHARED])
+    assert defaults[last] in (logging.NOTSET, False)
+
+
+@pytest.mark.parametrize("owner", [FeedbackHandler, FeedbackProcessor, FeedbackShipper])
+def test_flush_takes_a_timeout_defaulting_to_five_seconds(owner: Any) -> None:
+    """flush(timeout=5.0) on every public object that queues feedback."""
+    parameter = inspect.signature(owner.flush).parameters["timeout"]
+    assert parameter.default == 5.0
+
+
+# -- the key stays out of sight ------------------------------------------------------------------
+
+
+def test_reprs_hide_the_api_key(fake_humanloop: FakeHumanloop) -> None:
+    """repr() of handler, processor, shipper and settings never shows the API key."""
+    shipper = FeedbackShipper(api_key=SECRET, base_url=fake_humanloop.base_url)
+    handler = FeedbackHandler(api_key=SECRET, base_url=fake_humanloop.base_url)
+    processor = FeedbackProcessor(api_key=SECRET, base_url=fake_humanloop.base_url)
+    try:
+        for thing in (shipper, handler, processor, shipper.settings, handler.shipper.settings):
+            assert SECRET not in repr(thing)
+            assert SECRET not in str(thing)
+        assert fake_humanloop.base_url in repr(shipper)
+    finally:
+        handler.close()
+        processor.close()
+        shipper.close()
+
+
+def test_reported_errors_hide_the_api_key(fake_humanloop: FakeHumanloop) -> None:
+    """Validation and 422 errors reported to on_error never carry the key."""
+    errors: list[Exception] = []
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key,
+        base_url=fake_humanloop.base_url,
+        flush_interval=60.0,
+        on_error=errors.append,
+    )
+    logger = logging.getLogger(f"tests.config.{next(_names)}")
+    logger.propagate = False
+    handler = FeedbackHandler(shipper=shipper)
+    logger.addHandler(handler)
+    try:
+        fake_humanloop.reject_data_ids("dp-gone")
+        logger.warning("x", extra={"data_id": "dp-gone", "type": "rating", "value": "good"})
+        logger.warning("x", extra={"data_id": 5, "type": "rating", "value": "good"})
+        assert shipper.flush(5.0)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        shipper.close()
+
+    assert {type(error) for error in errors} == {
+        UnprocessableEntityError,
+        FeedbackValidationError,
+    }
+    for error in errors:
+        text = f"{error} {error!r} {vars(error)!r}"
+        assert fake_humanloop.api_key not in text

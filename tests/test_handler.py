@@ -1,0 +1,353 @@
+"""FeedbackHandler: which stdlib records become feedback, with what fields, and on which thread."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from humanloop_logging import (
+    FeedbackHandler,
+    FeedbackProcessor,
+    FeedbackShipper,
+    FeedbackStats,
+    FeedbackValidationError,
+    HumanloopLoggingError,
+)
+from humanloop_logging.testing import FakeHumanloop
+
+pytestmark = pytest.mark.timeout(30)
+
+E = TypeVar("E", bound=HumanloopLoggingError)
+
+FLUSH_THREAD = "humanloop-feedback-flush"
+
+_names = itertools.count()
+
+
+class ErrorLog:
+    """An ``on_error`` callback that keeps what it is given and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.errors: list[HumanloopLoggingError] = []
+
+    def __call__(self, error: HumanloopLoggingError) -> None:
+        with self._cond:
+            self.errors.append(error)
+            self._cond.notify_all()
+
+    def of(self, kind: type[E]) -> list[E]:
+        with self._cond:
+            return [error for error in self.errors if isinstance(error, kind)]
+
+
+def new_logger() -> logging.Logger:
+    logger = logging.getLogger(f"tests.handler.{next(_names)}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger
+
+
+def assert_consistent(stats: FeedbackStats) -> None:
+    assert stats.enqueued == (
+        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+    ), stats
+
+
+def flush_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == FLUSH_THREAD]
+
+
+class Rigs:
+    """Builds handlers on their own loggers; closes and detaches all of them at teardown."""
+
+    def __init__(self, fake: FakeHumanloop) -> None:
+        self.fake = fake
+        self._made: list[tuple[logging.Logger, logging.Handler]] = []
+
+    def attach(self, handler: logging.Handler) -> logging.Logger:
+        logger = new_logger()
+        logger.addHandler(handler)
+        self._made.append((logger, handler))
+        return logger
+
+    def handler(self, **settings: Any) -> tuple[logging.Logger, FeedbackHandler]:
+        options: dict[str, Any] = {
+            "api_key": self.fake.api_key,
+            "base_url": self.fake.base_url,
+            "flush_interval": 60.0,
+        }
+        options.update(settings)
+        handler = FeedbackHandler(**options)
+        return self.attach(handler), handler
+
+    def close(self) -> None:
+        for logger, handler in reversed(self._made):
+            logger.removeHandler(handler)
+            handler.close()
+
+
+@pytest.fixture
+def rigs(fake_humanloop: FakeHumanloop) -> Iterator[Rigs]:
+    made = Rigs(fake_humanloop)
+    yield made
+    made.close()
+
+
+def feedback(logger: logging.Logger, data_id: str, **fields: Any) -> None:
+    extra: dict[str, Any] = {"data_id": data_id, "type": "rating", "value": "good"}
+    extra.update(fields)
+    logger.info("feedback", extra=extra)
+
+
+# -- recognition --------------------------------------------------------------------------------
+
+
+def test_record_with_data_id_and_type_is_sent_with_its_fields(rigs: Rigs) -> None:
+    """A record with data_id and type (via extra=) is sent with value, user and unset taken."""
+    logger, handler = rigs.handler()
+    logger.info(
+        "thumbs up",
+        extra={"data_id": "dp-1", "type": "rating", "value": "good", "user": "alice"},
+    )
+    logger.info("cleared", extra={"data_id": "dp-2", "type": "comment", "unset": True})
+
+    assert handler.flush(5.0)
+
+    first, second = rigs.fake.received
+    assert {key: first[key] for key in ("data_id", "type", "value", "user")} == {
+        "data_id": "dp-1",
+        "type": "rating",
+        "value": "good",
+        "user": "alice",
+    }
+    assert (second["data_id"], second["type"], second["unset"]) == ("dp-2", "comment", True)
+    assert "value" not in second
+    stats = handler.stats()
+    assert (stats.enqueued, stats.sent) == (2, 2)
+
+
+def test_other_records_are_ignored(rigs: Rigs) -> None:
+    """Records without both data_id and type are not feedback: nothing queued, nothing sent."""
+    logger, handler = rigs.handler()
+    logger.info("plain message")
+    logger.info("only data_id", extra={"data_id": "dp-1", "value": "good"})
+    logger.info("only type", extra={"type": "rating", "value": "good"})
+    logger.warning("dict message %s", {"data_id": "dp-1", "type": "rating"})
+    logger.error("a dict as msg", extra={"value": "good"})
+
+    assert handler.flush(5.0)
+
+    assert rigs.fake.requests == []
+    assert handler.stats() == FeedbackStats(0, 0, 0, 0, 0, 0, 0)
+
+
+def test_fields_renames_the_attributes_read(rigs: Rigs) -> None:
+    """fields= maps feedback fields to other record attributes; the default names then mean nothing."""
+    logger, handler = rigs.handler(
+        fields={"type": "feedback_type", "data_id": "trace_id", "value": "verdict"}
+    )
+    logger.info("renamed", extra={"trace_id": "dp-1", "feedback_type": "rating", "verdict": "bad"})
+    logger.info("default names", extra={"data_id": "dp-2", "type": "rating", "value": "good"})
+
+    assert handler.flush(5.0)
+
+    [item] = rigs.fake.received
+    assert (item["data_id"], item["type"], item["value"]) == ("dp-1", "rating", "bad")
+    assert handler.stats().enqueued == 1
+
+
+def test_default_user_fills_user_only_when_missing(rigs: Rigs) -> None:
+    """default_user is sent for records without user; a record's own user wins."""
+    logger, handler = rigs.handler(default_user="service-account")
+    feedback(logger, "dp-1")
+    feedback(logger, "dp-2", user="alice")
+
+    assert handler.flush(5.0)
+
+    users = {item["data_id"]: item["user"] for item in rigs.fake.received}
+    assert users == {"dp-1": "service-account", "dp-2": "alice"}
+
+
+def test_level_filters_feedback_records(rigs: Rigs) -> None:
+    """A handler with level=WARNING sends WARNING feedback and ignores INFO feedback."""
+    logger, handler = rigs.handler(level=logging.WARNING)
+    feedback(logger, "dp-info")
+    logger.warning("warn", extra={"data_id": "dp-warn", "type": "issue", "value": "slow"})
+
+    assert handler.flush(5.0)
+
+    assert [item["data_id"] for item in rigs.fake.received] == ["dp-warn"]
+    assert handler.stats().enqueued == 1
+
+
+def test_handler_filters_are_applied(rigs: Rigs) -> None:
+    """A filter added to the handler can keep a feedback record from being sent."""
+    logger, handler = rigs.handler()
+    handler.addFilter(lambda record: getattr(record, "data_id", None) != "dp-secret")
+    feedback(logger, "dp-secret")
+    feedback(logger, "dp-public")
+
+    assert handler.flush(5.0)
+
+    assert [item["data_id"] for item in rigs.fake.received] == ["dp-public"]
+
+
+def test_records_logged_from_the_flush_thread_are_not_sent(rigs: Rigs) -> None:
+    """Feedback logged by an on_error callback (on the flush thread) is ignored, so no loop."""
+    reported = threading.Event()
+    loggers: list[logging.Logger] = []
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        feedback(loggers[0], "from-on-error")
+        reported.set()
+
+    handler = FeedbackHandler(
+        api_key=rigs.fake.api_key,
+        base_url=rigs.fake.base_url,
+        flush_interval=60.0,
+        on_error=on_error,
+    )
+    logger = rigs.attach(handler)
+    loggers.append(logger)
+    feedback(logger, "dp-bad", value={"not": "allowed"})
+
+    assert handler.flush(5.0)
+    assert reported.wait(5.0)
+    assert handler.flush(5.0)
+
+    assert rigs.fake.requests == []
+    stats = handler.stats()
+    assert (stats.enqueued, stats.rejected, stats.pending) == (1, 1, 0)
+
+
+# -- sharing, flushing, closing -----------------------------------------------------------------
+
+
+def test_handler_and_processor_with_one_shipper_share_queue_and_thread(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Given one shipper, handler and processor add no thread and their records share a batch."""
+    before = len(flush_threads())
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
+    )
+    logger = new_logger()
+    try:
+        handler = FeedbackHandler(shipper=shipper)
+        processor = FeedbackProcessor(shipper=shipper)
+        assert len(flush_threads()) == before + 1
+        logger.addHandler(handler)
+        feedback(logger, "from-handler")
+        for data_id in ("p1", "p2"):
+            event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
+            processor(None, "info", event)
+
+        assert handler.flush(5.0)
+
+        assert [r.item_count for r in fake_humanloop.requests] == [3]
+        assert shipper.stats().enqueued == 3
+        assert handler.stats() == processor.stats() == shipper.stats()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        processor.close()
+        shipper.close()
+
+
+def test_closing_a_handler_leaves_a_shared_shipper_running(fake_humanloop: FakeHumanloop) -> None:
+    """close() on a handler that was given a shipper does not close that shipper."""
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
+    )
+    logger = new_logger()
+    try:
+        first = FeedbackHandler(shipper=shipper)
+        first.close()
+        second = FeedbackHandler(shipper=shipper)
+        logger.addHandler(second)
+        feedback(logger, "dp-1")
+
+        assert second.flush(5.0)
+        assert [item["data_id"] for item in fake_humanloop.received] == ["dp-1"]
+    finally:
+        logger.removeHandler(second)
+        second.close()
+        shipper.close()
+
+
+def test_close_drains_and_is_safe_twice(rigs: Rigs) -> None:
+    """close() sends what is queued and stops the thread; a second close() is harmless."""
+    logger, handler = rigs.handler()
+    for index in range(3):
+        feedback(logger, f"dp-{index}")
+
+    handler.close()
+    handler.close()
+
+    assert sorted(item["data_id"] for item in rigs.fake.received) == ["dp-0", "dp-1", "dp-2"]
+    stats = handler.stats()
+    assert (stats.enqueued, stats.sent, stats.pending) == (3, 3, 0)
+
+
+def test_logging_after_close_never_raises_and_is_counted(rigs: Rigs) -> None:
+    """A feedback record logged after close() is dropped and counted, never raised, never sent."""
+    logger, handler = rigs.handler()
+    handler.close()
+
+    feedback(logger, "late")
+
+    stats = handler.stats()
+    assert (stats.enqueued, stats.dropped, stats.sent) == (1, 1, 0)
+    assert_consistent(stats)
+    assert rigs.fake.requests == []
+
+
+# -- blocking mode ------------------------------------------------------------------------------
+
+
+def test_blocking_mode_sends_before_the_log_call_returns(rigs: Rigs) -> None:
+    """With blocking=True the item is at the server when the logging call returns; no thread."""
+    before = len(flush_threads())
+    logger, handler = rigs.handler(blocking=True)
+    assert len(flush_threads()) == before
+
+    feedback(logger, "dp-1")
+
+    assert [item["data_id"] for item in rigs.fake.received] == ["dp-1"]
+    stats = handler.stats()
+    assert (stats.enqueued, stats.sent, stats.pending) == (1, 1, 0)
+    assert rigs.fake.requests[0].item_count == 1
+    assert rigs.fake.requests[0].batch
+
+
+def test_blocking_mode_retries_on_the_callers_thread(rigs: Rigs) -> None:
+    """In blocking mode a 503 is retried before the call returns, through the same retry path."""
+    logger, handler = rigs.handler(blocking=True, max_retry_time=5.0)
+    rigs.fake.fail_next(1, 503, retry_after=0)
+
+    feedback(logger, "dp-1")
+
+    assert [r.status for r in rigs.fake.requests] == [503, 200]
+    assert [item["data_id"] for item in rigs.fake.received] == ["dp-1"]
+    stats = handler.stats()
+    assert (stats.sent, stats.retried) == (1, 1)
+
+
+def test_blocking_mode_reports_invalid_records_at_once(rigs: Rigs) -> None:
+    """In blocking mode an invalid record is rejected and reported before the call returns."""
+    errors = ErrorLog()
+    logger, handler = rigs.handler(blocking=True, on_error=errors)
+
+    feedback(logger, "dp-1", value=float("nan"))
+
+    refused = errors.of(FeedbackValidationError)
+    assert [error.field for error in refused] == ["value"]
+    stats = handler.stats()
+    assert (stats.enqueued, stats.rejected) == (1, 1)
+    assert rigs.fake.requests == []

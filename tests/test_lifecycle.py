@@ -1,0 +1,270 @@
+"""Real processes: delivery at exit, the exit budget, fork, and no recursion through urllib3 logs."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from humanloop_logging.testing import FakeHumanloop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+PRELUDE = """
+import json, logging, os, sys, time
+from humanloop_logging import FeedbackHandler
+
+def make_logger(handler):
+    logger = logging.getLogger("app")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger
+
+def feedback(logger, data_id, **fields):
+    extra = {"data_id": data_id, "type": "rating", "value": "good"}
+    extra.update(fields)
+    logger.info("feedback", extra=extra)
+
+def stats_line(tag, handler):
+    s = handler.stats()
+    print(tag, json.dumps(dict(enqueued=s.enqueued, sent=s.sent, rejected=s.rejected,
+        dropped=s.dropped, failed=s.failed, pending=s.pending)), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    ended: float
+    """time.monotonic() in this process right after the child had exited."""
+
+    def line(self, tag: str) -> str:
+        lines = [line for line in self.stdout.splitlines() if line.startswith(tag + " ")]
+        assert len(lines) == 1, self.stdout + self.stderr
+        return lines[0][len(tag) + 1 :]
+
+    def stats(self, tag: str) -> dict[str, int]:
+        parsed: dict[str, int] = json.loads(self.line(tag))
+        return parsed
+
+
+def run_script(body: str, env: Mapping[str, str], timeout: float = 30.0) -> Finished:
+    """Run PRELUDE + body in a fresh interpreter that imports this checkout."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANLOOP_")}
+    child_env.pop("PYTEST_CURRENT_TEST", None)
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+    )
+    child_env.update(env)
+    script = PRELUDE + textwrap.dedent(body)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    ended = time.monotonic()
+    return Finished(result.returncode, result.stdout, result.stderr, ended)
+
+
+def env_for(fake: FakeHumanloop, **settings: Any) -> dict[str, str]:
+    env = {"HUMANLOOP_API_KEY": fake.api_key, "HUMANLOOP_BASE_URL": fake.base_url}
+    for name, value in settings.items():
+        env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
+    return env
+
+
+def closed_port_base_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v4"
+
+
+def counts(fake: FakeHumanloop) -> collections.Counter[str]:
+    return collections.Counter(item["data_id"] for item in fake.received)
+
+
+def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> None:
+    """A script that logs and exits without flush() or close() still delivers every record once."""
+    result = run_script(
+        """
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        for index in range(50):
+            feedback(logger, f"dp-{index}")
+        stats_line("BEFORE-EXIT", handler)
+        """,
+        env_for(fake_humanloop, flush_interval=60),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stats("BEFORE-EXIT")["pending"] == 50
+    assert counts(fake_humanloop) == collections.Counter(f"dp-{index}" for index in range(50))
+    assert "Traceback" not in result.stderr
+
+
+def test_exit_with_the_server_down_stays_within_exit_timeout(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Nothing listening: the process exits within exit_timeout + 1 s and says what was not sent."""
+    env = env_for(fake_humanloop, flush_interval=60, exit_timeout=1, max_retry_time=30)
+    env["HUMANLOOP_BASE_URL"] = closed_port_base_url()
+    result = run_script(
+        """
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        for index in range(5):
+            feedback(logger, f"dp-{index}")
+        print("END", time.monotonic(), flush=True)
+        """,
+        env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.ended - float(result.line("END")) < 2.0
+    assert "5 record" in result.stderr, result.stderr
+
+
+def test_exit_with_a_hanging_server_stays_within_exit_timeout(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A server that never answers: the send is tried, cut at exit_timeout, and reported."""
+    fake_humanloop.hang_next(100)
+    env = env_for(fake_humanloop, flush_interval=60, exit_timeout=1, max_retry_time=30, timeout=30)
+    result = run_script(
+        """
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        for index in range(5):
+            feedback(logger, f"dp-{index}")
+        print("END", time.monotonic(), flush=True)
+        """,
+        env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.ended - float(result.line("END")) < 2.0
+    assert fake_humanloop.wait_for_arrivals(1, timeout=1.0)
+    assert fake_humanloop.requests[0].item_count == 5
+    assert "5 record" in result.stderr, result.stderr
+
+
+def test_exit_reports_a_batch_that_was_in_flight(fake_humanloop: FakeHumanloop) -> None:
+    """A batch stuck in a slow request at exit is reported along with the queue, within budget."""
+    fake_humanloop.hang_next(100)
+    env = env_for(
+        fake_humanloop,
+        batch_size=5,
+        flush_interval=60,
+        exit_timeout=1,
+        max_retry_time=30,
+        timeout=30,
+    )
+    result = run_script(
+        """
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        for index in range(8):
+            feedback(logger, f"dp-{index}")
+        print("FLUSHED", handler.flush(0.5), flush=True)
+        print("END", time.monotonic(), flush=True)
+        """,
+        env,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.line("FLUSHED") == "False"
+    assert result.ended - float(result.line("END")) < 2.0
+    assert fake_humanloop.requests[0].item_count == 5
+    reported = sum(int(n) for n in re.findall(r"(\d+) record", result.stderr))
+    assert reported == 8, result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_forked_child_sends_its_own_records_and_not_its_parents(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """After fork the child has a fresh queue: parent's records go once (from the parent)."""
+    result = run_script(
+        """
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        for index in range(3):
+            feedback(logger, f"parent-{index}")
+        pid = os.fork()
+        if pid == 0:
+            for index in range(2):
+                feedback(logger, f"child-{index}")
+            ok = handler.flush(5.0)
+            stats_line("CHILD", handler)
+            print("CHILD-FLUSHED", ok, flush=True)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("CHILD-STATUS", status, flush=True)
+        stats_line("PARENT", handler)
+        """,
+        env_for(fake_humanloop, flush_interval=60),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.line("CHILD-STATUS") == "0"
+    assert result.line("CHILD-FLUSHED") == "True"
+    child = result.stats("CHILD")
+    assert (child["enqueued"], child["sent"], child["pending"]) == (2, 2, 0)
+    parent = result.stats("PARENT")
+    assert (parent["enqueued"], parent["sent"], parent["pending"]) == (3, 0, 3)
+    assert counts(fake_humanloop) == collections.Counter(
+        ["parent-0", "parent-1", "parent-2", "child-0", "child-1"]
+    )
+
+
+def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """With basicConfig(DEBUG) and the handler on root, urllib3 and library lines never become feedback."""
+    fake_humanloop.fail_next(1, 503, retry_after=0)
+    result = run_script(
+        """
+        logging.basicConfig(level=logging.DEBUG)
+        handler = FeedbackHandler()
+        logging.getLogger().addHandler(handler)
+        log = logging.getLogger("app")
+        for index in range(3):
+            log.info("fb", extra={"data_id": f"dp-{index}", "type": "rating", "value": "good"})
+        log.info("fb", extra={"data_id": "dp-bad", "type": "rating", "value": {"no": 1}})
+        ok = handler.flush(10.0)
+        print("FLUSHED", ok, flush=True)
+        stats_line("STATS", handler)
+        """,
+        env_for(fake_humanloop, flush_interval=60),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "RecursionError" not in result.stderr
+    assert "urllib3.connectionpool" in result.stderr  # debug logging really was on
+    assert "humanloop_logging" in result.stderr  # and the library did log (the refused record)
+    assert result.line("FLUSHED") == "True"
+    stats = result.stats("STATS")
+    assert (stats["enqueued"], stats["sent"], stats["rejected"], stats["pending"]) == (4, 3, 1, 0)
+    assert counts(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert [r.status for r in fake_humanloop.requests] == [503, 200]

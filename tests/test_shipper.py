@@ -1,0 +1,646 @@
+"""FeedbackShipper: batching, flushing, the counters, the bounded queue, retries and 422 handling."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gc
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable, TypeVar
+
+import pytest
+
+from humanloop_logging import (
+    APIError,
+    AuthenticationError,
+    FeedbackProcessor,
+    FeedbackShipper,
+    FeedbackStats,
+    HumanloopLoggingError,
+    QueueFullError,
+    TransportError,
+    UnprocessableEntityError,
+)
+from humanloop_logging.testing import FakeHumanloop
+
+pytestmark = pytest.mark.timeout(30)
+
+E = TypeVar("E", bound=HumanloopLoggingError)
+
+FLUSH_THREAD = "humanloop-feedback-flush"
+
+
+class ErrorLog:
+    """An ``on_error`` callback that keeps what it is given and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.errors: list[HumanloopLoggingError] = []
+
+    def __call__(self, error: HumanloopLoggingError) -> None:
+        with self._cond:
+            self.errors.append(error)
+            self._cond.notify_all()
+
+    def of(self, kind: type[E]) -> list[E]:
+        with self._cond:
+            return [error for error in self.errors if isinstance(error, kind)]
+
+    def wait_for(self, kind: type[HumanloopLoggingError], count: int = 1) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.of(kind)) >= count, 5.0)
+
+
+class Rig:
+    """A shipper on the stand-in, fed through a FeedbackProcessor (the thinnest adapter)."""
+
+    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
+        self.fake = fake
+        self.errors = ErrorLog()
+        options: dict[str, Any] = {
+            "api_key": fake.api_key,
+            "base_url": fake.base_url,
+            "flush_interval": 60.0,
+            "max_retry_time": 10.0,
+            "on_error": self.errors,
+        }
+        options.update(settings)
+        self.shipper = FeedbackShipper(**options)
+        self._processor = FeedbackProcessor(shipper=self.shipper)
+
+    def send(self, data_id: str, **fields: Any) -> None:
+        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
+        event.setdefault("value", "good")
+        event.update(fields)
+        self._processor(None, "info", event)
+
+    def stats(self) -> FeedbackStats:
+        stats = self.shipper.stats()
+        assert_consistent(stats)
+        return stats
+
+
+Make = Callable[..., Rig]
+
+
+@pytest.fixture
+def make(fake_humanloop: FakeHumanloop) -> Iterator[Make]:
+    made: list[Rig] = []
+
+    def build(**settings: Any) -> Rig:
+        rig = Rig(fake_humanloop, **settings)
+        made.append(rig)
+        return rig
+
+    yield build
+    for rig in made:
+        rig.shipper.close(timeout=2.0)
+
+
+def assert_consistent(stats: FeedbackStats) -> None:
+    assert stats.enqueued == (
+        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+    ), stats
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll a condition the library exposes no event for (a counter), up to ``timeout``."""
+    end = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        pause.wait(0.005)
+    return True
+
+
+def ids(fake: FakeHumanloop) -> collections.Counter[str]:
+    return collections.Counter(item["data_id"] for item in fake.received)
+
+
+def gaps(fake: FakeHumanloop) -> list[float]:
+    times = [request.time for request in fake.requests]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+# -- the headline: exactly once through every kind of failure -----------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> None:
+    """503s, a 429 with Retry-After, resets and a 422 mid-batch: each valid record lands once."""
+    rig = make(batch_size=5, timeout=2.0, max_retry_time=15.0)
+    fake = rig.fake
+    fake.reset_next(1)
+    fake.fail_next(2, 503, retry_after=0.05)
+    fake.fail_next(1, 429, retry_after=0.2)
+    fake.reject_data_ids("dp-bad-1", "dp-bad-2")
+
+    first = ["dp-0", "dp-1", "dp-bad-1", "dp-3", "dp-4", *(f"dp-{i}" for i in range(5, 12))]
+    for data_id in first:
+        rig.send(data_id)
+    assert rig.shipper.flush(15.0)
+
+    assert [r.status for r in fake.requests] == [0, 503, 503, 429, 422, 200, 200, 200]
+    assert [r.item_count for r in fake.requests] == [5, 5, 5, 5, 5, 4, 5, 2]
+
+    fake.reset_next(1)
+    fake.fail_next(1, 503)
+    second = ["dp-12", "dp-13", "dp-bad-2", "dp-15", "dp-16"]
+    for data_id in second:
+        rig.send(data_id)
+    assert rig.shipper.flush(15.0)
+
+    valid = [data_id for data_id in first + second if "bad" not in data_id]
+    assert ids(fake) == collections.Counter(valid)
+    rejected = rig.errors.of(UnprocessableEntityError)
+    assert sorted(str(record["data_id"]) for e in rejected for record in e.records) == [
+        "dp-bad-1",
+        "dp-bad-2",
+    ]
+    stats = rig.stats()
+    assert dataclasses.astuple(stats) == (17, 15, 6, 2, 0, 0, 0)
+    assert rig.errors.of(TransportError) == []
+    assert [e for e in rig.errors.errors if not isinstance(e, UnprocessableEntityError)] == []
+
+
+# -- shape and thread -----------------------------------------------------------------------------
+
+
+def test_stats_has_the_documented_fields() -> None:
+    """FeedbackStats carries exactly the counters of the spec, in order."""
+    names = [field.name for field in dataclasses.fields(FeedbackStats)]
+    assert names == ["enqueued", "sent", "retried", "rejected", "dropped", "failed", "pending"]
+
+
+def test_flush_thread_is_named_daemon_and_stops_on_close(make: Make) -> None:
+    """One daemon thread named humanloop-feedback-flush per shipper, gone after close()."""
+    before = set(threading.enumerate())
+    rig = make()
+    new = [thread for thread in threading.enumerate() if thread not in before]
+    assert [thread.name for thread in new] == [FLUSH_THREAD]
+    assert new[0].daemon
+
+    assert rig.shipper.close()
+    new[0].join(2.0)
+    assert not new[0].is_alive()
+
+
+# -- batching and flushing ------------------------------------------------------------------------
+
+
+def test_full_batches_go_without_flush_and_never_exceed_batch_size(make: Make) -> None:
+    """batch_size waiting items are sent at once; the remainder waits for flush()."""
+    rig = make(batch_size=5)
+    for index in range(12):
+        rig.send(f"dp-{index}")
+
+    assert wait_until(lambda: rig.shipper.stats().sent == 10)
+    assert [r.item_count for r in rig.fake.requests] == [5, 5]
+    assert rig.stats().pending == 2
+
+    assert rig.shipper.flush(5.0)
+    assert [r.item_count for r in rig.fake.requests] == [5, 5, 2]
+    assert all(r.batch for r in rig.fake.requests)
+    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(12))
+
+
+def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
+    """An item waits about flush_interval after its log call, then goes without flush()."""
+    rig = make(flush_interval=0.3)
+    logged = time.time()
+    rig.send("dp-1")
+
+    assert rig.fake.wait_for_items(1, timeout=5.0)
+    waited = rig.fake.requests[0].time - logged
+    assert 0.27 <= waited < 1.5
+
+
+def test_flush_returns_true_once_sent(make: Make) -> None:
+    """flush() returns True only after the server has everything queued before the call."""
+    rig = make()
+    for index in range(3):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.flush(5.0)
+
+    assert len(rig.fake.received) == 3
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0)
+
+
+def test_flush_returns_false_when_time_runs_out(make: Make) -> None:
+    """flush(timeout) gives up after timeout, returning False, while the server does not answer."""
+    rig = make(timeout=5.0)
+    rig.fake.hang_next(1)
+    rig.send("dp-1")
+
+    started = time.monotonic()
+    assert not rig.shipper.flush(0.3)
+    assert 0.25 <= time.monotonic() - started < 1.5
+    assert rig.stats().pending == 1
+
+    rig.fake.clear()  # releases the hung request: the retry then succeeds
+    assert rig.shipper.flush(5.0)
+    assert rig.stats().sent == 1
+
+
+def test_flush_counts_given_up_records_as_done(make: Make) -> None:
+    """flush() returns True when records were given up on, not only when sent."""
+    rig = make()
+    rig.fake.fail_next(1, 400, body={"detail": "nope"})
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+
+
+def test_stats_invariant_holds_under_concurrent_logging(make: Make) -> None:
+    """enqueued == sent + rejected + dropped + failed + pending at every moment, under load."""
+    rig = make(batch_size=20, max_queue_size=100, flush_interval=0.05)
+    rig.fake.set_latency(0.002)
+
+    def produce(worker: int) -> None:
+        for index in range(250):
+            rig.send(f"w{worker}-{index}")
+            if index % 97 == 3:
+                rig.send(f"w{worker}-invalid-{index}", value=float("nan"))
+
+    workers = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    samples = 0
+    while any(worker.is_alive() for worker in workers) or samples < 50:
+        assert_consistent(rig.shipper.stats())
+        samples += 1
+    for worker in workers:
+        worker.join()
+
+    assert rig.shipper.flush(10.0)
+    stats = rig.stats()
+    assert stats.enqueued == 4 * (250 + 3)
+    assert (stats.pending, stats.failed) == (0, 0)
+    assert sum(ids(rig.fake).values()) == stats.sent
+    assert max(ids(rig.fake).values()) == 1
+
+
+# -- the bounded queue ----------------------------------------------------------------------------
+
+
+def test_full_queue_drops_new_records_and_warns_once_per_burst(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Beyond max_queue_size new records are dropped and counted, with one warning per burst."""
+    caplog.set_level(logging.WARNING, logger="humanloop_logging")
+    rig = make(batch_size=1000, max_queue_size=5)
+    for index in range(20):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.flush(5.0)
+    assert sorted(ids(rig.fake)) == [f"dp-{index}" for index in range(5)]
+    full = rig.errors.of(QueueFullError)
+    assert [error.dropped for error in full] == [15]
+    assert full[0].max_queue_size == 5
+    warnings = [r for r in caplog.records if r.name == "humanloop_logging"]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert dataclasses.astuple(rig.stats()) == (20, 5, 0, 0, 15, 0, 0)
+
+    for index in range(20, 32):
+        rig.send(f"dp-{index}")
+    assert rig.shipper.flush(5.0)
+    assert [error.dropped for error in rig.errors.of(QueueFullError)] == [15, 7]
+    assert dataclasses.astuple(rig.stats()) == (32, 10, 0, 0, 22, 0, 0)
+
+
+# -- close ------------------------------------------------------------------------------------------
+
+
+def test_close_drains_and_is_safe_twice(make: Make) -> None:
+    """close() sends what is queued, returns True; a second close() is harmless."""
+    rig = make()
+    for index in range(3):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.close()
+    assert rig.shipper.close()
+
+    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0)
+
+
+def test_records_after_close_are_dropped_and_counted(make: Make) -> None:
+    """A record handed over after close() is counted as dropped and never sent."""
+    rig = make()
+    rig.shipper.close()
+
+    rig.send("late")
+
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 1, 0, 0)
+    assert rig.fake.requests == []
+
+
+def test_close_cuts_a_retry_wait_short(make: Make) -> None:
+    """close() interrupts a long Retry-After wait: the record is resent at once, not in 30 s."""
+    rig = make(batch_size=1, max_retry_time=60.0)
+    rig.fake.fail_next(1, 503, retry_after=30)
+    rig.send("dp-1")
+    assert wait_until(lambda: rig.shipper.stats().retried == 1)
+
+    started = time.monotonic()
+    assert rig.shipper.close(timeout=3.0)
+    assert time.monotonic() - started < 1.0
+
+    assert [r.status for r in rig.fake.requests] == [503, 200]
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+
+
+def test_close_defaults_to_exit_timeout(make: Make) -> None:
+    """close() without a timeout waits at most exit_timeout for a server that does not answer."""
+    rig = make(batch_size=1, exit_timeout=0.5, timeout=30.0)
+    rig.fake.hang_next(1)
+    rig.send("dp-1")
+    assert rig.fake.wait_for_arrivals(1)
+
+    started = time.monotonic()
+    assert not rig.shipper.close()
+    assert 0.4 <= time.monotonic() - started < 1.0
+    stats = rig.stats()
+    assert (stats.pending, stats.failed) == (0, 1)  # closed means settled: nothing left in limbo
+
+
+def test_dropped_shipper_drains_and_its_thread_ends(fake_humanloop: FakeHumanloop) -> None:
+    """A shipper garbage collected without close() still sends its queue, and its thread ends."""
+    before = set(threading.enumerate())
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
+    )
+    [thread] = [t for t in threading.enumerate() if t not in before]
+    processor = FeedbackProcessor(shipper=shipper)
+    for index in range(3):
+        processor(
+            None, "info", {"event": "x", "data_id": f"dp-{index}", "type": "rating", "value": 1}
+        )
+
+    del processor, shipper
+    gc.collect()
+
+    assert fake_humanloop.wait_for_items(3)
+    thread.join(5.0)
+    assert not thread.is_alive()
+    assert ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+
+
+def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: Make) -> None:
+    """close(timeout) returns False within the timeout when a batch cannot be delivered."""
+    rig = make(batch_size=1, max_retry_time=60.0)
+    rig.fake.fail_next(1000, 503)
+    rig.send("dp-1")
+    assert rig.fake.wait_for_requests(1)
+
+    started = time.monotonic()
+    assert not rig.shipper.close(timeout=0.5)
+    assert time.monotonic() - started < 1.0
+
+    assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0)
+    assert rig.errors.wait_for(APIError)
+
+
+# -- 422 and 413 ------------------------------------------------------------------------------------
+
+
+def test_422_removes_only_the_named_item_and_resends_the_rest(make: Make) -> None:
+    """A 422 naming one item rejects that item alone; the others are resent at once."""
+    rig = make()
+    rig.fake.reject_data_ids("dp-bad")
+    for data_id in ("dp-0", "dp-bad", "dp-2"):
+        rig.send(data_id)
+
+    assert rig.shipper.flush(5.0)
+
+    assert [(r.status, r.item_count) for r in rig.fake.requests] == [(422, 3), (200, 2)]
+    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-2"])
+    [error] = rig.errors.of(UnprocessableEntityError)
+    assert error.status == 422
+    assert [record["data_id"] for record, _ in error.rejected] == ["dp-bad"]
+    assert any("not found" in reason for reason in error.rejected[0][1]), error.rejected
+    assert any(entry.get("loc") == ["body", 1, "data_id"] for entry in error.details), error.details
+    assert dataclasses.astuple(rig.stats()) == (3, 2, 0, 1, 0, 0, 0)
+
+
+def test_422_naming_several_items_rejects_each_once(make: Make) -> None:
+    """A 422 naming two items rejects both, each reported, and the rest is sent in one request."""
+    rig = make()
+    rig.fake.reject_data_ids("dp-bad-a", "dp-bad-b")
+    for data_id in ("dp-bad-a", "dp-1", "dp-2", "dp-bad-b"):
+        rig.send(data_id)
+
+    assert rig.shipper.flush(5.0)
+
+    assert [(r.status, r.item_count) for r in rig.fake.requests] == [(422, 4), (200, 2)]
+    rejected = rig.errors.of(UnprocessableEntityError)
+    assert sorted(str(record["data_id"]) for e in rejected for record, _ in e.rejected) == [
+        "dp-bad-a",
+        "dp-bad-b",
+    ]
+    assert dataclasses.astuple(rig.stats()) == (4, 2, 0, 2, 0, 0, 0)
+
+
+def test_422_naming_no_item_is_bisected(make: Make) -> None:
+    """A 422 that names no item splits the batch in halves until the halves go through."""
+    rig = make()
+    rig.fake.fail_next(2, 422, body={"detail": "bad"})
+    for index in range(4):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.item_count for r in rig.fake.requests] == [4, 2, 1, 1, 2]
+    assert [r.status for r in rig.fake.requests] == [422, 422, 200, 200, 200]
+    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0)
+
+
+def test_unnamed_422_on_a_single_item_rejects_it(make: Make) -> None:
+    """Bisection ends at one item: an unnamed 422 for it rejects it with the server's message."""
+    rig = make()
+    rig.fake.fail_next(1, 422, body={"detail": "bad thing"})
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    [error] = rig.errors.of(UnprocessableEntityError)
+    assert [record["data_id"] for record, _ in error.rejected] == ["dp-1"]
+    assert "bad thing" in str(error)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 1, 0, 0, 0)
+
+
+def test_413_is_bisected(make: Make) -> None:
+    """A 413 splits the batch in halves, which are then sent."""
+    rig = make()
+    rig.fake.fail_next(1, 413)
+    for index in range(4):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [(r.status, r.item_count) for r in rig.fake.requests] == [(413, 4), (200, 2), (200, 2)]
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0)
+
+
+# -- errors that are not retried -----------------------------------------------------------------
+
+
+def test_401_is_reported_once_not_once_per_batch(
+    fake_humanloop: FakeHumanloop, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a refused key every batch fails, but AuthenticationError is reported a single time."""
+    caplog.set_level(logging.WARNING, logger="humanloop_logging")
+    rig = make(api_key="hl-wrong-key", batch_size=1)
+    for index in range(3):
+        rig.send(f"dp-{index}")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in fake_humanloop.requests] == [401, 401, 401]
+    [error] = rig.errors.of(AuthenticationError)
+    assert error.status == 401
+    assert rig.errors.errors == [error]
+    assert len([r for r in caplog.records if r.name == "humanloop_logging"]) == 1
+    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0)
+
+
+@pytest.mark.parametrize("status", [400, 404, 409])
+def test_other_4xx_fail_at_once_with_the_servers_message(make: Make, status: int) -> None:
+    """A 4xx other than 401/408/413/422/429 is not retried: failed, with the server's words."""
+    rig = make()
+    rig.fake.fail_next(1, status, body={"detail": f"server says no ({status})"})
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert len(rig.fake.requests) == 1
+    [error] = rig.errors.of(APIError)
+    assert error.status == status
+    assert f"server says no ({status})" in str(error)
+    assert [record["data_id"] for record in error.records] == ["dp-1"]
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+
+
+def test_on_error_that_raises_does_not_stop_delivery(make: Make) -> None:
+    """A raising on_error callback is contained: later records are still sent."""
+    calls: list[HumanloopLoggingError] = []
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        calls.append(error)
+        raise RuntimeError("callback bug")
+
+    rig = make(on_error=on_error)
+    rig.send("dp-bad", value=b"bytes")
+    rig.send("dp-ok")
+
+    assert rig.shipper.flush(5.0)
+    assert len(calls) == 1
+    assert ids(rig.fake) == collections.Counter(["dp-ok"])
+
+
+# -- retries --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(make: Make, status: int) -> None:
+    """408, 429 and the transient 5xx are sent again and then delivered."""
+    rig = make()
+    rig.fake.fail_next(1, status, retry_after=0)
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in rig.fake.requests] == [status, 200]
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+    assert rig.errors.errors == []
+
+
+def test_retry_without_retry_after_backs_off(make: Make) -> None:
+    """Without Retry-After the retry waits a backoff (at least about a quarter second)."""
+    rig = make()
+    rig.fake.fail_next(1, 503)
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in rig.fake.requests] == [503, 200]
+    [gap] = gaps(rig.fake)
+    assert 0.2 <= gap < 2.0
+
+
+def test_retry_after_is_honoured(make: Make) -> None:
+    """A 429 with Retry-After: 0.8 is retried after 0.8 s, longer than the first backoff step."""
+    rig = make()
+    rig.fake.fail_next(1, 429, retry_after=0.8)
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in rig.fake.requests] == [429, 200]
+    [gap] = gaps(rig.fake)
+    assert 0.78 <= gap < 2.0
+
+
+def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
+    """A Retry-After past the retry budget fails the batch now instead of waiting to fail."""
+    rig = make(max_retry_time=1.0)
+    rig.fake.fail_next(1, 503, retry_after=30)
+    rig.send("dp-1")
+
+    started = time.monotonic()
+    assert rig.shipper.flush(5.0)
+    assert time.monotonic() - started < 1.0
+
+    assert len(rig.fake.requests) == 1
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+    [error] = rig.errors.of(APIError)
+    assert error.status == 503
+
+
+def test_retries_stop_within_max_retry_time(make: Make) -> None:
+    """A server that keeps failing is given up on within max_retry_time."""
+    rig = make(max_retry_time=0.8)
+    rig.fake.fail_next(1000, 503)
+    rig.send("dp-1")
+
+    started = time.monotonic()
+    assert rig.shipper.flush(5.0)
+    assert time.monotonic() - started < 1.3
+
+    stats = rig.stats()
+    assert (stats.sent, stats.failed) == (0, 1)
+    assert stats.retried == len(rig.fake.requests) - 1 >= 1
+
+
+def test_reset_connection_is_retried(make: Make) -> None:
+    """A connection reset without an answer is retried and the record is delivered once."""
+    rig = make()
+    rig.fake.reset_next(1)
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in rig.fake.requests] == [0, 200]
+    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+
+
+def test_timeout_is_retried(make: Make) -> None:
+    """A request unanswered for `timeout` seconds is abandoned and retried."""
+    rig = make(timeout=0.3)
+    rig.fake.hang_next(1)
+    rig.send("dp-1")
+
+    assert rig.shipper.flush(5.0)
+
+    assert [r.status for r in rig.fake.requests] == [0, 200]
+    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)

@@ -1,0 +1,487 @@
+"""HTTP transport: Retry-After, error mapping, retries, headers and keep-alive, and the API key."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Optional
+
+import pytest
+import requests
+
+import humanloop_logging
+from humanloop_logging import (
+    APIError,
+    AuthenticationError,
+    DeliveryError,
+    FeedbackProcessor,
+    FeedbackShipper,
+    HumanloopLoggingError,
+    TransportError,
+    UnprocessableEntityError,
+)
+from humanloop_logging.testing import FakeHumanloop
+from humanloop_logging.transport import HTTPTransport, parse_retry_after
+
+pytestmark = pytest.mark.timeout(30)
+
+SECRET = "hl-SECRET-7c1e9f04d2"
+
+ITEM = {"data_id": "dp-1", "type": "rating", "value": "good"}
+BODY = json.dumps([ITEM]).encode()
+
+
+class Control:
+    """What the shipper gives a transport: a deadline, a sleep it may cut short, a retry count.
+
+    Sleeps are recorded and skipped unless ``real`` is set, so retry timing is asserted exactly.
+    """
+
+    def __init__(self, *, deadline: float = math.inf, real: bool = False) -> None:
+        self._deadline = deadline
+        self._real = real
+        self.waits: list[float] = []
+        self.retries: list[DeliveryError] = []
+
+    def deadline(self) -> float:
+        return self._deadline
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self._real:
+            threading.Event().wait(seconds)
+
+    def retrying(self, error: DeliveryError, wait: float) -> None:
+        self.retries.append(error)
+
+
+_opened: list[HTTPTransport] = []
+
+
+@pytest.fixture(autouse=True)
+def close_transports() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+@pytest.fixture
+def secret_fake() -> Iterator[FakeHumanloop]:
+    with FakeHumanloop(api_key=SECRET) as fake:
+        yield fake
+
+
+def make_transport(
+    *, api_key: str, url: str, timeout: float = 5.0, max_retry_time: float = 10.0
+) -> HTTPTransport:
+    transport = HTTPTransport(
+        api_key=api_key, url=url, timeout=timeout, max_retry_time=max_retry_time
+    )
+    _opened.append(transport)
+    return transport
+
+
+def transport_for(
+    fake: FakeHumanloop, *, timeout: float = 5.0, max_retry_time: float = 10.0
+) -> HTTPTransport:
+    return make_transport(
+        api_key=fake.api_key, url=fake.url, timeout=timeout, max_retry_time=max_retry_time
+    )
+
+
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on (the port was bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v4/feedback"
+
+
+def send_and_catch(
+    transport: HTTPTransport, control: Optional[Control] = None
+) -> Optional[BaseException]:
+    """Send one item; the exception raised, if any (whatever its type)."""
+    try:
+        transport.send(BODY, [ITEM], control or Control())
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def assert_leaks_nothing(error: BaseException, secret: str) -> None:
+    """No requests exception in the printed chain, no __cause__, and the key nowhere in the text."""
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
+    printed = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    assert "requests.exceptions" not in printed
+    assert secret not in printed
+    assert secret not in str(error)
+    assert secret not in repr(error)
+    assert all(secret not in repr(arg) for arg in error.args)
+
+
+# -- parse_retry_after ---------------------------------------------------------------------------
+
+NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("  7 ", 7.0),
+        ("-3", 0.0),
+        ("Wed, 21 Oct 2015 07:29:30 GMT", 90.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 2015 07:00:00 GMT", 0.0),
+    ],
+)
+def test_parse_retry_after_reads_seconds_and_http_dates(header: str, seconds: float) -> None:
+    """Delta-seconds and HTTP-dates become seconds to wait from now, never negative."""
+    assert parse_retry_after(header, now=NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "   ", "soon", "Wed, 99 Foo 2015 07:28:00 GMT", "nan", "12 s", "0x10"]
+)
+def test_parse_retry_after_ignores_garbage(header: Optional[str]) -> None:
+    """An absent or unreadable Retry-After gives None (fall back to the backoff)."""
+    assert parse_retry_after(header, now=NOW) is None
+
+
+@pytest.mark.parametrize("header", ["inf", "1e400", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_parse_retry_after_is_always_finite(header: str) -> None:
+    """Absurdly large Retry-After values still give a finite wait."""
+    seconds = parse_retry_after(header, now=NOW)
+    assert seconds is not None
+    assert math.isfinite(seconds)
+    assert seconds > 0
+
+
+def test_parse_retry_after_http_date_defaults_to_the_current_time() -> None:
+    """Without now=, an HTTP-date is measured from the current time."""
+    later = datetime.now(timezone.utc) + timedelta(seconds=30)
+    seconds = parse_retry_after(format_datetime(later, usegmt=True))
+    assert seconds is not None
+    assert 28.0 <= seconds <= 31.0
+
+
+# -- what the server sees ------------------------------------------------------------------------
+
+
+def test_headers_seen_by_the_server(fake_humanloop: FakeHumanloop) -> None:
+    """Requests carry X-API-KEY, a humanloop-logging/<version> User-Agent and JSON content type."""
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
+    )
+    try:
+        FeedbackProcessor(shipper=shipper)(None, "info", {"event": "x", **ITEM})
+        assert shipper.flush(5.0)
+    finally:
+        shipper.close()
+
+    [request] = fake_humanloop.requests
+    assert request.method == "POST"
+    assert request.path == "/v4/feedback"
+    assert request.headers["x-api-key"] == fake_humanloop.api_key
+    assert request.headers["user-agent"].startswith(
+        f"humanloop-logging/{humanloop_logging.__version__} "
+    )
+    assert request.headers["content-type"].startswith("application/json")
+
+
+def test_one_keep_alive_connection_is_reused(fake_humanloop: FakeHumanloop) -> None:
+    """Consecutive sends go over the same TCP connection."""
+    transport = transport_for(fake_humanloop)
+    for _ in range(3):
+        transport.send(BODY, [ITEM], Control())
+
+    assert [r.status for r in fake_humanloop.requests] == [200, 200, 200]
+    assert len({r.connection for r in fake_humanloop.requests}) == 1
+
+
+def test_body_is_sent_as_given(fake_humanloop: FakeHumanloop) -> None:
+    """send() posts the JSON array it was given, byte for byte."""
+    transport_for(fake_humanloop).send(BODY, [ITEM], Control())
+
+    assert fake_humanloop.requests[0].body == BODY
+    assert fake_humanloop.received == [ITEM]
+
+
+# -- error mapping -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failures_map_to_authentication_error(
+    fake_humanloop: FakeHumanloop, status: int
+) -> None:
+    """401 and 403 become AuthenticationError, not retried, with the server's message."""
+    fake_humanloop.fail_next(1, status, body={"detail": "Invalid API key"})
+    control = Control()
+    error = send_and_catch(transport_for(fake_humanloop), control)
+
+    assert isinstance(error, AuthenticationError)
+    assert error.status == status
+    assert not error.retryable
+    assert "Invalid API key" in str(error)
+    assert control.waits == []
+    assert len(fake_humanloop.requests) == 1
+
+
+def test_422_maps_to_unprocessable_entity_with_details(fake_humanloop: FakeHumanloop) -> None:
+    """A 422 becomes UnprocessableEntityError whose details are the service's entries."""
+    fake_humanloop.reject_data_ids("dp-1")
+    error = send_and_catch(transport_for(fake_humanloop))
+
+    assert isinstance(error, UnprocessableEntityError)
+    assert error.status == 422
+    assert not error.retryable
+    [detail] = error.details
+    assert detail["loc"] == ["body", 0, "data_id"]
+    assert "dp-1" in detail["msg"]
+
+
+def test_client_error_carries_the_servers_message(fake_humanloop: FakeHumanloop) -> None:
+    """A 400 becomes a non-retryable APIError with the detail the server sent."""
+    fake_humanloop.fail_next(1, 400, body={"detail": "value too long"})
+    error = send_and_catch(transport_for(fake_humanloop))
+
+    assert type(error) is APIError
+    assert error.status == 400
+    assert not error.retryable
+    assert "value too long" in str(error)
+
+
+def test_non_json_error_body_is_quoted(fake_humanloop: FakeHumanloop) -> None:
+    """An HTML or text error page is reported by an excerpt of its text."""
+    fake_humanloop.fail_next(1, 400, body=b"<html>upstream exploded</html>")
+    error = send_and_catch(transport_for(fake_humanloop))
+
+    assert isinstance(error, APIError)
+    assert "upstream exploded" in str(error)
+
+
+def test_retryable_answer_carries_retry_after(fake_humanloop: FakeHumanloop) -> None:
+    """A 503 that is given up on is a retryable APIError with the parsed Retry-After."""
+    fake_humanloop.fail_next(1, 503, retry_after=7)
+    error = send_and_catch(transport_for(fake_humanloop, max_retry_time=0.0))
+
+    assert isinstance(error, APIError)
+    assert error.status == 503
+    assert error.retryable
+    assert error.retry_after == 7.0
+
+
+def test_connection_refused_maps_to_transport_error() -> None:
+    """Nothing listening: a retryable TransportError, not a requests exception."""
+    transport = make_transport(
+        api_key=SECRET, url=closed_port_url(), timeout=2.0, max_retry_time=0.0
+    )
+    error = send_and_catch(transport)
+
+    assert isinstance(error, TransportError)
+    assert error.retryable
+    assert not isinstance(error, requests.RequestException)
+    assert_leaks_nothing(error, SECRET)
+
+
+def test_reset_maps_to_transport_error(secret_fake: FakeHumanloop) -> None:
+    """A reset connection: TransportError, with no requests exception in its chain."""
+    secret_fake.reset_next(1)
+    error = send_and_catch(transport_for(secret_fake, max_retry_time=0.0))
+
+    assert isinstance(error, TransportError)
+    assert_leaks_nothing(error, SECRET)
+
+
+def test_timeout_maps_to_transport_error(secret_fake: FakeHumanloop) -> None:
+    """No answer within timeout: TransportError, with no requests exception in its chain."""
+    secret_fake.hang_next(1)
+    started = time.monotonic()
+    error = send_and_catch(transport_for(secret_fake, timeout=0.3, max_retry_time=0.0))
+
+    assert time.monotonic() - started < 1.5
+    assert isinstance(error, TransportError)
+    assert_leaks_nothing(error, SECRET)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/v4/feedback", "http://a b/v4/feedback", "http://[::1/v4"]
+)
+def test_invalid_urls_map_to_transport_error(url: str) -> None:
+    """Even requests' URL errors come out as TransportError, never as requests exceptions."""
+    transport = make_transport(api_key=SECRET, url=url, timeout=1.0, max_retry_time=0.0)
+    error = send_and_catch(transport)
+
+    assert isinstance(error, TransportError)
+    assert_leaks_nothing(error, SECRET)
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(fake_humanloop: FakeHumanloop, status: int) -> None:
+    """408, 429 and 500/502/503/504 are retried, and the send then succeeds."""
+    fake_humanloop.fail_next(2, status)
+    control = Control()
+
+    transport_for(fake_humanloop).send(BODY, [ITEM], control)
+
+    assert [r.status for r in fake_humanloop.requests] == [status, status, 200]
+    assert len(control.waits) == 2
+    assert [type(error) for error in control.retries] == [APIError, APIError]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 413, 422])
+def test_other_statuses_are_not_retried(fake_humanloop: FakeHumanloop, status: int) -> None:
+    """Any other error status is raised after one request, with no wait."""
+    fake_humanloop.fail_next(1, status)
+    control = Control()
+
+    error = send_and_catch(transport_for(fake_humanloop), control)
+
+    assert isinstance(error, APIError)
+    assert error.status == status
+    assert control.waits == []
+    assert len(fake_humanloop.requests) == 1
+
+
+def test_backoff_grows_exponentially_with_jitter(fake_humanloop: FakeHumanloop) -> None:
+    """Without Retry-After the waits grow (exponential backoff), each one positive and capped."""
+    fake_humanloop.fail_next(4, 503)
+    control = Control()
+
+    transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
+
+    assert len(control.waits) == 4
+    assert all(0.0 < wait <= 10.0 for wait in control.waits)
+    assert control.waits[2] > control.waits[0]
+    assert control.waits[3] > control.waits[1]
+
+
+def test_retry_after_seconds_is_the_wait(fake_humanloop: FakeHumanloop) -> None:
+    """Retry-After in seconds is waited exactly, instead of the backoff."""
+    fake_humanloop.fail_next(1, 429, retry_after=7)
+    control = Control()
+
+    transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
+
+    assert control.waits == [7.0]
+
+
+def test_retry_after_http_date_is_the_wait(fake_humanloop: FakeHumanloop) -> None:
+    """Retry-After as an HTTP-date is waited until that moment."""
+    when = datetime.now(timezone.utc) + timedelta(seconds=20)
+    fake_humanloop.fail_next(1, 503, retry_after=format_datetime(when, usegmt=True))
+    control = Control()
+
+    transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
+
+    [wait] = control.waits
+    assert 18.0 <= wait <= 21.0
+
+
+def test_connection_errors_are_retried(fake_humanloop: FakeHumanloop) -> None:
+    """Reset connections are retried until the send succeeds."""
+    fake_humanloop.reset_next(2)
+    control = Control()
+
+    transport_for(fake_humanloop).send(BODY, [ITEM], control)
+
+    assert [r.status for r in fake_humanloop.requests] == [0, 0, 200]
+    assert [type(error) for error in control.retries] == [TransportError, TransportError]
+    assert fake_humanloop.received == [ITEM]
+
+
+def test_timeouts_are_retried(fake_humanloop: FakeHumanloop) -> None:
+    """A request that times out is retried and the retry succeeds."""
+    fake_humanloop.hang_next(1)
+    control = Control()
+
+    transport_for(fake_humanloop, timeout=0.3).send(BODY, [ITEM], control)
+
+    assert [r.status for r in fake_humanloop.requests] == [0, 200]
+    assert len(control.waits) == 1
+
+
+def test_max_retry_time_bounds_the_retries(fake_humanloop: FakeHumanloop) -> None:
+    """A server that keeps failing is given up on within max_retry_time (real waits)."""
+    fake_humanloop.fail_next(1000, 503)
+    control = Control(real=True)
+
+    started = time.monotonic()
+    error = send_and_catch(transport_for(fake_humanloop, max_retry_time=0.8), control)
+
+    assert time.monotonic() - started < 1.0
+    assert isinstance(error, APIError)
+    assert error.status == 503
+    assert len(fake_humanloop.requests) == len(control.waits) + 1
+
+
+def test_owner_deadline_bounds_a_slow_request(fake_humanloop: FakeHumanloop) -> None:
+    """The owner's deadline (close, exit) cuts a request short even when timeout is long."""
+    fake_humanloop.hang_next(1)
+    control = Control(deadline=time.monotonic() + 0.4)
+
+    started = time.monotonic()
+    error = send_and_catch(transport_for(fake_humanloop, timeout=30.0), control)
+
+    assert time.monotonic() - started < 1.0
+    assert isinstance(error, TransportError)
+
+
+# -- the API key stays secret --------------------------------------------------------------------
+
+
+def test_transport_repr_hides_the_key(secret_fake: FakeHumanloop) -> None:
+    """repr() of a transport names its URL but never the key."""
+    transport = transport_for(secret_fake)
+    assert SECRET not in repr(transport)
+    assert secret_fake.url in repr(transport)
+
+
+def test_key_never_appears_in_errors_or_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through refused keys, failures and retries, no log line or reported error holds the key."""
+    caplog.set_level(logging.DEBUG)
+    errors: list[HumanloopLoggingError] = []
+    with FakeHumanloop(api_key="hl-the-right-key") as fake:
+        shipper = FeedbackShipper(
+            api_key=SECRET,
+            base_url=fake.base_url,
+            flush_interval=60.0,
+            max_retry_time=0.5,
+            on_error=errors.append,
+        )
+        try:
+            processor = FeedbackProcessor(shipper=shipper)
+            fake.reset_next(1)
+            fake.fail_next(1, 503, retry_after=0)
+            fake.fail_next(1, 400)
+            for index in range(3):
+                processor(None, "info", {"event": "x", **ITEM, "data_id": f"dp-{index}"})
+                assert shipper.flush(5.0)
+            processor(None, "info", {"event": "x", "data_id": "dp-bad", "type": None})
+            assert shipper.flush(5.0)
+        finally:
+            shipper.close()
+
+    kinds = {type(error) for error in errors}
+    assert {AuthenticationError, APIError}.issubset(kinds), kinds
+    for error in errors:
+        assert_leaks_nothing(error, SECRET)
+    assert caplog.records
+    assert SECRET not in caplog.text
+    assert all(SECRET not in repr(record.__dict__) for record in caplog.records)

@@ -40,13 +40,14 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 from urllib.parse import urlsplit
 
 from ._fake_validate import ErrorDetail, decode_json, unknown_datapoint_errors, validate_body
 from ._version import __version__
+from .exceptions import HumanloopLoggingError
 
-__all__ = ["FakeHumanloop", "RecordedRequest"]
+__all__ = ["ErrorLog", "FakeHumanloop", "RecordedRequest"]
 
 #: The one route the stand-in serves, as on ``https://api.humanloop.com``.
 FEEDBACK_PATH = "/v4/feedback"
@@ -719,3 +720,38 @@ def _insort_by_sequence(entries: list[Any], entry: tuple[Any, ...]) -> None:
 def _check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, not {n!r}")
+
+
+_E = TypeVar("_E", bound=HumanloopLoggingError)
+
+
+class ErrorLog:
+    """An ``on_error`` callback for tests: keeps every error and lets a test wait for them.
+
+    ``FeedbackHandler(..., on_error=errors)``, then ``errors.wait_for(UnprocessableEntityError)``
+    and ``errors.of(FeedbackValidationError)``.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.errors: list[HumanloopLoggingError] = []
+
+    def __call__(self, error: HumanloopLoggingError) -> None:
+        with self._cond:
+            self.errors.append(error)
+            self._cond.notify_all()
+
+    def of(self, kind: type[_E]) -> list[_E]:
+        """The errors of one kind, in the order they were reported."""
+        with self._cond:
+            return [error for error in self.errors if isinstance(error, kind)]
+
+    def wait_for(
+        self,
+        kind: type[HumanloopLoggingError] = HumanloopLoggingError,
+        count: int = 1,
+        timeout: float = 5.0,
+    ) -> bool:
+        """Block until ``count`` errors of ``kind`` were reported; False if ``timeout`` ran out."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.of(kind)) >= count, timeout)

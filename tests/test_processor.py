@@ -6,7 +6,6 @@ import itertools
 import logging
 import logging.handlers
 import queue
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -24,29 +23,13 @@ from humanloop_logging import (
     FeedbackValidationError,
     HumanloopLoggingError,
 )
-from humanloop_logging.testing import FakeHumanloop
+from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
 E = TypeVar("E", bound=HumanloopLoggingError)
 
 _names = itertools.count()
-
-
-class ErrorLog:
-    """An ``on_error`` callback that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.errors: list[HumanloopLoggingError] = []
-
-    def __call__(self, error: HumanloopLoggingError) -> None:
-        with self._lock:
-            self.errors.append(error)
-
-    def of(self, kind: type[E]) -> list[E]:
-        with self._lock:
-            return [error for error in self.errors if isinstance(error, kind)]
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ import itertools
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -19,7 +18,7 @@ from humanloop_logging import (
     FeedbackValidationError,
     HumanloopLoggingError,
 )
-from humanloop_logging.testing import FakeHumanloop
+from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,23 +28,6 @@ MISSING = object()
 """Marks a field left out of the record altogether."""
 
 _names = itertools.count()
-
-
-class ErrorLog:
-    """An ``on_error`` callback that keeps what it is given and lets a test wait for it."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.errors: list[HumanloopLoggingError] = []
-
-    def __call__(self, error: HumanloopLoggingError) -> None:
-        with self._cond:
-            self.errors.append(error)
-            self._cond.notify_all()
-
-    def of(self, kind: type[E]) -> list[E]:
-        with self._cond:
-            return [error for error in self.errors if isinstance(error, kind)]
 
 
 class Rig:

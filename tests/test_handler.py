@@ -6,7 +6,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -22,7 +22,6 @@ from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
-E = TypeVar("E", bound=HumanloopLoggingError)
 
 FLUSH_THREAD = "humanloop-feedback-flush"
 

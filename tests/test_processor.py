@@ -9,7 +9,7 @@ import queue
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import pytest
 import structlog
@@ -21,13 +21,11 @@ from humanloop_logging import (
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackValidationError,
-    HumanloopLoggingError,
 )
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
-E = TypeVar("E", bound=HumanloopLoggingError)
 
 _names = itertools.count()
 

@@ -9,20 +9,18 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from humanloop_logging import (
     FeedbackHandler,
     FeedbackValidationError,
-    HumanloopLoggingError,
 )
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
-E = TypeVar("E", bound=HumanloopLoggingError)
 
 MISSING = object()
 """Marks a field left out of the record altogether."""

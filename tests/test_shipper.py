@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import pytest
 
@@ -28,7 +28,6 @@ from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
-E = TypeVar("E", bound=HumanloopLoggingError)
 
 FLUSH_THREAD = "humanloop-feedback-flush"
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import IO
 
@@ -172,10 +172,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"humanloop-logging {__version__}"
 
 
+def _console_scripts() -> list[EntryPoint]:
+    found = entry_points()
+    if hasattr(found, "select"):  # Python 3.10+
+        return list(found.select(group="console_scripts"))
+    return list(found.get("console_scripts", []))  # Python 3.9: a dict of groups
+
+
 def test_console_script_entry_point_is_main() -> None:
     """The installed ``humanloop-logging`` script runs humanloop_logging.cli:main."""
-    (script,) = [
-        ep for ep in entry_points(group="console_scripts") if ep.name == "humanloop-logging"
-    ]
-    assert script.value == "humanloop_logging.cli:main"
-    assert script.load() is main
+    # A source checkout with an egg-info next to the installed copy lists it twice: same target.
+    scripts = [ep for ep in _console_scripts() if ep.name == "humanloop-logging"]
+    assert {ep.value for ep in scripts} == {"humanloop_logging.cli:main"}
+    assert scripts[0].load() is main

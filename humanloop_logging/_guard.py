@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Optional
@@ -28,6 +29,8 @@ class _Guard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock: Optional[socket.socket] = None
+        self._timers: list[threading.Timer] = []
+        self._done = False
         self.fired = False
 
     def attach(self, sock: Optional[socket.socket]) -> None:
@@ -39,11 +42,25 @@ class _Guard:
     def detach(self) -> None:
         with self._lock:
             self._sock = None
+            self._done = True
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
 
     def fire(self) -> None:
         with self._lock:
             self.fired = True
             _shut(self._sock)
+
+    def fire_at(self, deadline: float) -> None:
+        """Fire by ``deadline`` (monotonic) at the latest, whatever the original time limit."""
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.fire)
+        timer.daemon = True
+        with self._lock:
+            if self._done:
+                return
+            self._timers.append(timer)
+        timer.start()
 
 
 def _shut(sock: Optional[socket.socket]) -> None:

@@ -22,6 +22,7 @@ from .exceptions import FeedbackValidationError
 Captured = tuple[Any, Any, Any, Any, Any, Any, float]
 
 DATA_ID, TYPE, VALUE, USER, CREATED_AT, UNSET, TIMESTAMP = range(7)
+FIELD_NAMES = ("data_id", "type", "value", "user", "created_at", "unset")
 
 #: A record larger than this, as JSON, is refused rather than sent (it would swell every batch).
 MAX_RECORD_BYTES = 1 << 20
@@ -48,19 +49,35 @@ class Unreadable:
 
 
 def freeze(value: Any) -> Any:
-    """Copy a list value at the call; anything else is immutable or will be refused anyway."""
-    if isinstance(value, list):
-        try:
+    """Copy a list value at the call; anything else is immutable or will be refused anyway.
+
+    Never raises: a value that fights back (a raising ``__class__`` or ``__iter__``) becomes an
+    ``Unreadable`` that validation refuses and reports like any other bad value.
+    """
+    try:
+        if type(value) is list or isinstance(value, list):
             return tuple(value)
-        except Exception as exc:
-            return Unreadable(f"{type(value).__name__} that raised {type(exc).__name__} on copy")
+    except Exception as exc:
+        return Unreadable(f"{type(value).__name__} that raised {type(exc).__name__} when read")
     return value
+
+
+def unreadable(error: BaseException, timestamp: float) -> Captured:
+    """The record to count and report when capturing one failed on the caller's thread."""
+    return (
+        None,
+        None,
+        Unreadable(f"capture raised {type(error).__name__}"),
+        None,
+        None,
+        None,
+        timestamp,
+    )
 
 
 def described(item: Captured) -> dict[str, str]:
     """A loggable view of a captured record: every present field as a safe repr."""
-    names = ("data_id", "type", "value", "user", "created_at", "unset")
-    return {name: safe_repr(item[i]) for i, name in enumerate(names) if item[i] is not None}
+    return {name: safe_repr(field) for name, field in zip(FIELD_NAMES, item) if field is not None}
 
 
 def _text(field: str, value: Any, item: Captured) -> str:
@@ -168,6 +185,11 @@ def to_payload(item: Captured, default_user: str | None) -> tuple[dict[str, Any]
     Raises FeedbackValidationError naming the first bad field; never anything else.
     """
     try:
+        for name, field in zip(FIELD_NAMES, item):
+            if isinstance(field, Unreadable):
+                raise FeedbackValidationError(
+                    name, f"could not be read: {field.description}", described(item)
+                )
         payload: dict[str, Any] = {"type": _text("type", item[TYPE], item)}
         if not payload["type"]:
             raise FeedbackValidationError("type", "must not be empty", described(item))

@@ -76,13 +76,17 @@ class DeliveryError(HumanloopLoggingError):
     ) -> None:
         self.message = message
         self.records: list[Mapping[str, Any]] = list(records)
-        #: How many records were given up on; more than ``len(records)`` when some were in a
-        #: request that was still running when time ran out.
-        self.count = len(self.records) if count is None else count
+        self._count = count
         super().__init__(message)
 
+    @property
+    def count(self) -> int:
+        """How many records were given up on; more than ``len(records)`` when some were in a
+        request that was still running when time ran out."""
+        return max(self._count or 0, len(self.records))
+
     def __str__(self) -> str:
-        count = max(self.count, len(self.records))
+        count = self.count
         return f"{self.message} ({count} record(s))" if count else self.message
 
 

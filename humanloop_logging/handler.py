@@ -88,11 +88,13 @@ class FeedbackHandler(logging.Handler):
                 return False
             get = source.get
             value = get(self._value)
+            if type(value) is not str:  # strings, the common case, need no copy
+                value = freeze(value)
             self._submit(
                 (
                     data_id,
                     type_,
-                    freeze(value) if isinstance(value, list) else value,
+                    value,
                     get(self._user),
                     get(self._created_at),
                     get(self._unset),
@@ -100,7 +102,7 @@ class FeedbackHandler(logging.Handler):
                 )
             )
         except Exception as exc:
-            self.shipper.report_internal(exc)
+            self.shipper.report_internal(exc, record.created)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -78,11 +78,11 @@ class FeedbackProcessor:
     ) -> MutableMapping[str, Any]:
         if self._data_id not in event_dict or self._type not in event_dict:
             return event_dict
+        now = time.time()
         try:
             data_id = event_dict[self._data_id]
             type_ = event_dict[self._type]
             get = event_dict.get
-            now = time.time()
             self._submit(
                 (
                     data_id,
@@ -101,7 +101,7 @@ class FeedbackProcessor:
             ):  # on its way to stdlib logging, where a FeedbackHandler may meet it again
                 _bridge.remember(data_id, type_, self._engine, now)
         except Exception as exc:
-            self.shipper.report_internal(exc)
+            self.shipper.report_internal(exc, now)
         if self._drop:
             raise DropEvent
         return event_dict

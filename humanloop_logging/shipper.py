@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from ._config import Settings, resolve
-from ._record import TIMESTAMP, Captured, described, safe_repr, to_payload
+from ._record import TIMESTAMP, Captured, safe_repr, to_payload, unreadable
 from ._report import ErrorCallback, Reporter
 from .exceptions import (
     APIError,
@@ -45,6 +45,9 @@ class Transport(Protocol):
     def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None: ...
 
     def reset_after_fork(self) -> None: ...
+
+    def cut_off_at(self, deadline: float) -> None:
+        """End the request in flight, if any, by ``deadline`` (monotonic): close() was called."""
 
     def close(self) -> None: ...
 
@@ -200,24 +203,33 @@ class _Engine:
             self.reporter.report(
                 DeliveryError(
                     f"gave up on feedback: {reason}{detail}",
-                    [described(item) for item in left],
+                    [self._body_of(item) for item in left],
                     count=unfinished,
                 ),
                 kind="abandon",
                 level=logging.ERROR,
             )
 
+    def _body_of(self, item: Captured) -> Mapping[str, Any]:
+        """What would have been sent, for reports; what could be read, if it was invalid."""
+        try:
+            return to_payload(item, self._default_user)[0]
+        except FeedbackValidationError as error:
+            return error.record
+
     # -- one batch, on the flush thread or (blocking mode) the caller's ------------------------
 
-    def _finish(self, epoch: int, *, sent: int = 0, rejected: int = 0, failed: int = 0) -> None:
+    def _finish(self, epoch: int, *, sent: int = 0, rejected: int = 0, failed: int = 0) -> bool:
+        """Count an outcome; False if close() already wrote these records off (and reported them)."""
         with self._cond:
             if epoch != self._epoch:
-                return  # written off by close(): already counted as failed
+                return False
             self._sent += sent
             self._rejected += rejected
             self._failed += failed
             self._finished += sent + rejected + failed
             self._cond.notify_all()
+            return True
 
     def process(self, batch: list[Captured], epoch: int) -> None:
         """Validate each record, then deliver the valid ones; every record ends in one bucket."""
@@ -300,8 +312,8 @@ class _Engine:
         if not named:
             named = {0: [error.message]}
         rejected = [(chunk[index][0], reasons) for index, reasons in sorted(named.items())]
-        self._finish(epoch, rejected=len(rejected))
-        for record, reasons in rejected:
+        counted = self._finish(epoch, rejected=len(rejected))
+        for record, reasons in rejected if counted else []:
             self.reporter.report(
                 UnprocessableEntityError(
                     f"Humanloop rejected feedback for data_id={record.get('data_id')!r}: "
@@ -315,7 +327,8 @@ class _Engine:
         return [rest] if rest else []
 
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
-        self._finish(epoch, failed=len(chunk))
+        if not self._finish(epoch, failed=len(chunk)):
+            return  # written off and reported by close() already
         error.records = [payload for payload, _ in chunk]
         if isinstance(error, AuthenticationError):
             if self._auth_failed:
@@ -349,16 +362,18 @@ class _Engine:
                 self._closing = True
                 self._deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._interrupt.set()
+        self._interrupt.set()  # a backoff wait is cut short ...
+        self.transport.cut_off_at(self._deadline)  # ... and so is a request already running
 
     def wait_closed(self) -> bool:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, self._deadline - time.monotonic()) + 0.05)
             if thread.is_alive():  # a send overran its timeout: stop waiting for it
-                self.abandon("the exit deadline passed")
+                self.abandon("the close deadline passed")
                 return False
-        self.abandon("the shipper is closed")
+        late = time.monotonic() >= self._deadline
+        self.abandon("the close deadline passed" if late else "the shipper is closed")
         self.transport.close()
         self.reporter.release_held()
         return True
@@ -543,11 +558,12 @@ class FeedbackShipper:
         """A consistent snapshot of the counters."""
         return self._engine.stats()
 
-    def report_internal(self, error: BaseException) -> None:
-        """For adapters: something went wrong capturing a record on the caller's thread."""
-        self._engine.reporter.log(
-            f"could not capture a feedback record: {safe_repr(error)}", kind="capture"
-        )
+    def report_internal(self, error: BaseException, timestamp: float) -> None:
+        """For adapters: capturing a record raised. It is still counted, refused and reported."""
+        try:
+            self._engine.submit(unreadable(error, timestamp))
+        except Exception:  # never into the caller's logging call
+            self._engine.reporter.log("could not capture a feedback record", kind="capture")
 
     @property
     def reporter(self) -> Reporter:

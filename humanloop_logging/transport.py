@@ -142,6 +142,7 @@ class HTTPTransport:
         self.timeout = timeout
         self.max_retry_time = max_retry_time
         self._session = self._new_session()
+        self._guard: Optional[_Guard] = None  # the request in flight, so close() can end it
 
     def __repr__(self) -> str:
         return f"HTTPTransport(url={self.url!r}, timeout={self.timeout})"
@@ -164,6 +165,13 @@ class HTTPTransport:
     def reset_after_fork(self) -> None:
         """Give a forked child its own connections; the parent's sockets are left alone."""
         self._session = self._new_session()
+        self._guard = None
+
+    def cut_off_at(self, deadline: float) -> None:
+        """Bring the end of the request in flight forward to ``deadline`` (close, exit)."""
+        guard = self._guard
+        if guard is not None:
+            guard.fire_at(deadline)
 
     def close(self) -> None:
         self._session.close()
@@ -177,6 +185,7 @@ class HTTPTransport:
             raise TransportError("no time left to send")
         timeout = min(self.timeout, remaining)
         with time_limit(timeout) as guard, _mapped_errors(guard):
+            self._guard = guard
             response = self._session.post(self.url, data=body, timeout=timeout, stream=True)
             try:
                 status = response.status_code
@@ -201,10 +210,11 @@ class HTTPTransport:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @staticmethod
     def _raise_for(
-        status: int, content: bytes, retry_after: Optional[str], records: Sequence[Any]
+        self, status: int, content: bytes, retry_after: Optional[str], records: Sequence[Any]
     ) -> None:
+        # A misbehaving proxy may echo the request, headers and all: never repeat the key.
+        content = content.replace(self._api_key.encode("utf-8"), b"[redacted]")
         message = _message(content)
         if status in (401, 403):
             raise AuthenticationError(status, f"invalid API key ({message})", records)

@@ -1,8 +1,8 @@
 """Make ``SIGTERM`` a normal exit, so the exit hook can send what is queued.
 
 With Python's default disposition a process killed by ``SIGTERM`` (``docker stop``, systemd,
-Kubernetes) dies at once: no ``atexit`` hook runs and queued feedback is lost. gunicorn and
-uvicorn workers already turn ``SIGTERM`` into a normal exit; a plain process can opt in here.
+Kubernetes) dies at once: no ``atexit`` hook runs and queued feedback is lost. gunicorn workers
+(and uvicorn before 0.29) turn ``SIGTERM`` into a normal exit; a plain process can opt in here.
 """
 
 from __future__ import annotations

@@ -69,12 +69,14 @@ class FeedbackHandler(logging.Handler):
         thread-safe, and an untagged record then costs one dict lookup.
         """
         attrs = record.__dict__
-        if self._data_id in attrs:
+        data_id_name = self._data_id
+        if data_id_name in attrs:
             source: Mapping[str, Any] = attrs
-        elif record.msg.__class__ is dict and self._data_id in record.msg:
-            source = record.msg  # structlog's ProcessorFormatter.wrap_for_formatter
         else:
-            return False
+            msg = attrs.get("msg")
+            if msg.__class__ is not dict or data_id_name not in msg:
+                return False
+            source = msg  # structlog's ProcessorFormatter.wrap_for_formatter
         if self._type not in source or (self.filters and not self.filter(record)):
             return False
         try:

@@ -22,7 +22,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 from humanloop_logging import (
     DeliveryError,
@@ -32,6 +32,7 @@ from humanloop_logging import (
     FeedbackValidationError,
     HumanloopLoggingError,
     UnprocessableEntityError,
+    testing,
 )
 from humanloop_logging.testing import FakeHumanloop
 
@@ -41,37 +42,19 @@ ROOT = Path(__file__).resolve().parents[2]
 #: any captured text can only mean it leaked.
 SECRET_KEY = "hlsk-Reliab1lity-7c41e9-DO-NOT-LEAK-b00f"
 
-E = TypeVar("E", bound=HumanloopLoggingError)
-
 
 # -- errors reported through on_error --------------------------------------------------------------
 
 
-class ErrorLog:
-    """An ``on_error`` callback that keeps what it is given and lets a test wait for it."""
+class ErrorLog(testing.ErrorLog):
+    """The library's test ``on_error`` callback, registered so teardown can scan it for the key."""
 
-    #: Every ErrorLog made during the current test, so teardown can scan them for the key.
+    #: Every ErrorLog made during the current test.
     live: list[ErrorLog] = []  # noqa: RUF012 - deliberately shared
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.errors: list[HumanloopLoggingError] = []
+        super().__init__()
         ErrorLog.live.append(self)
-
-    def __call__(self, error: HumanloopLoggingError) -> None:
-        with self._cond:
-            self.errors.append(error)
-            self._cond.notify_all()
-
-    def of(self, kind: type[E]) -> list[E]:
-        with self._cond:
-            return [error for error in self.errors if isinstance(error, kind)]
-
-    def wait_for(self, kind: type[HumanloopLoggingError], count: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: sum(isinstance(e, kind) for e in self.errors) >= count, timeout
-            )
 
     def delivery_failures(self) -> list[DeliveryError]:
         """Records given up on: DeliveryErrors other than a 422's rejections."""

@@ -103,6 +103,7 @@ class _Engine:
         self._dropped_reported = 0
         self._closing = False
         self._closed = False
+        self._said_closed = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
         self._epoch = 0  # bumped when close() writes off a send that overran the exit deadline
@@ -117,8 +118,7 @@ class _Engine:
         # concurrently logging thread past max_queue_size; the rare paths take the lock.
         queue = self._queue
         if len(queue) >= self._max_queue_size or self._closed:
-            with self._lock:
-                self._dropped += 1
+            self._drop()
             return
         queue.append(item)
         if len(queue) == self._batch_size:
@@ -127,12 +127,25 @@ class _Engine:
 
     def _submit_blocking(self, item: Captured) -> None:
         with self._lock:
-            if self._closed:
-                self._dropped += 1
-                return
-            self._taken += 1
-            epoch = self._epoch
+            closed = self._closed
+            if not closed:
+                self._taken += 1
+                epoch = self._epoch
+        if closed:
+            self._drop()
+            return
         self.process([item], epoch)
+
+    def _drop(self) -> None:
+        with self._lock:
+            self._dropped += 1
+            after_close = self._closed and not self._said_closed
+            self._said_closed = self._said_closed or after_close
+        if after_close:  # the flush thread is gone, so say it here, once
+            self.reporter.log(
+                "feedback logged after close() is dropped (counted in stats().dropped)",
+                kind="closed",
+            )
 
     # -- the flush thread -----------------------------------------------------------------------
 

@@ -309,15 +309,21 @@ def test_close_drains_and_is_safe_twice(make: Make) -> None:
     assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0)
 
 
-def test_records_after_close_are_dropped_and_counted(make: Make) -> None:
-    """A record handed over after close() is counted as dropped and never sent."""
+def test_records_after_close_are_dropped_and_counted(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Records handed over after close() are dropped, counted, never sent, and said once."""
+    caplog.set_level(logging.WARNING, logger="humanloop_logging")
     rig = make()
     rig.shipper.close()
 
-    rig.send("late")
+    for n in range(3):
+        rig.send(f"late-{n}")
 
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 1, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 3, 0, 0)
     assert rig.fake.requests == []
+    said = [r.getMessage() for r in caplog.records if "after close()" in r.getMessage()]
+    assert said == ["feedback logged after close() is dropped (counted in stats().dropped)"]
 
 
 def test_close_cuts_a_retry_wait_short(make: Make) -> None:

@@ -23,7 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 _in_flight = threading.local()
 
 
-class _Guard:
+class Guard:
     """The socket of the request in flight on one thread, and whether its time is up."""
 
     def __init__(self) -> None:
@@ -70,7 +70,7 @@ def _shut(sock: Optional[socket.socket]) -> None:
 
 
 def _note_socket(conn: Any) -> None:
-    guard: Optional[_Guard] = getattr(_in_flight, "guard", None)
+    guard: Optional[Guard] = getattr(_in_flight, "guard", None)
     if guard is not None:
         guard.attach(getattr(conn, "sock", None))
 
@@ -107,9 +107,9 @@ class GuardedAdapter(HTTPAdapter):
 
 
 @contextmanager
-def time_limit(seconds: float) -> Iterator[_Guard]:
+def time_limit(seconds: float) -> Iterator[Guard]:
     """Cut off the request made on this thread inside the block after ``seconds`` in total."""
-    guard = _Guard()
+    guard = Guard()
     timer = threading.Timer(seconds, guard.fire)
     timer.daemon = True
     _in_flight.guard = guard

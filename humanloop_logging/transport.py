@@ -19,7 +19,7 @@ from typing import Any, Optional, Protocol
 import requests
 import tenacity
 
-from ._guard import GuardedAdapter, _Guard, time_limit
+from ._guard import Guard, GuardedAdapter, time_limit
 from ._version import __version__
 from .exceptions import (
     APIError,
@@ -101,7 +101,7 @@ def _details(body: bytes) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def _mapped_errors(guard: _Guard) -> Iterator[None]:
+def _mapped_errors(guard: Guard) -> Iterator[None]:
     """Turn requests' exceptions into ours, dropping them as causes: they carry the headers."""
     try:
         yield
@@ -142,7 +142,7 @@ class HTTPTransport:
         self.timeout = timeout
         self.max_retry_time = max_retry_time
         self._session = self._new_session()
-        self._guard: Optional[_Guard] = None  # the request in flight, so close() can end it
+        self._guard: Optional[Guard] = None  # the request in flight, so close() can end it
 
     def __repr__(self) -> str:
         return f"HTTPTransport(url={self.url!r}, timeout={self.timeout})"

@@ -36,10 +36,9 @@ class Reporter:
         *,
         kind: str,
         level: int = logging.WARNING,
-        callback: bool = True,
     ) -> None:
         """Tell the application about ``error``: the callback always, the log once per window."""
-        if callback and self._on_error is not None:
+        if self._on_error is not None:
             try:
                 self._on_error(error)
             except Exception as exc:

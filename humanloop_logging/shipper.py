@@ -578,10 +578,6 @@ class FeedbackShipper:
         except Exception:  # never into the caller's logging call
             self._engine.reporter.log("could not capture a feedback record", kind="capture")
 
-    @property
-    def reporter(self) -> Reporter:
-        return self._engine.reporter
-
 
 #: The settings handler and processor accept besides ``shipper``, in FeedbackShipper's words.
 SETTING_NAMES = (

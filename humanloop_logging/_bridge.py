@@ -26,16 +26,23 @@ class _State:
     #: skips the look-up altogether.
     used = False
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
 
 state = _State()
-_lock = threading.Lock()
 # (id(data_id), id(type), id(engine)) -> [data_id, type, engine, time of the last call, count]
 _notes: dict[tuple[int, int, int], list[Any]] = {}
 
 
+def reset_after_fork() -> None:
+    """A forked child's lock may have been held by a parent thread at fork time."""
+    state.lock = threading.Lock()
+
+
 def remember(data_id: Any, type_: Any, engine: object, when: float) -> None:
     key = (id(data_id), id(type_), id(engine))
-    with _lock:
+    with state.lock:
         state.used = True
         note = _notes.pop(key, None)
         if note is None or note[0] is not data_id or note[1] is not type_:
@@ -49,7 +56,7 @@ def remember(data_id: Any, type_: Any, engine: object, when: float) -> None:
 
 def already_shipped(data_id: Any, type_: Any, engine: object, created: float) -> bool:
     key = (id(data_id), id(type_), id(engine))
-    with _lock:
+    with state.lock:
         note = _notes.get(key)
         if note is None or note[0] is not data_id or note[1] is not type_:
             return False

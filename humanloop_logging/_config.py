@@ -100,7 +100,12 @@ def _is_loopback(host: str) -> bool:
 def _check_url(base_url: str, allow_insecure_http: bool) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        # Not echoed: text that is no URL at all may be the key, passed in the wrong place.
+        got = f"a {parts.scheme!r} URL" if parts.scheme and parts.netloc else "text that is no URL"
+        raise ConfigurationError(
+            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {got} "
+            "(api_key and base_url swapped?)"
+        )
     if parts.query or parts.fragment:
         raise ConfigurationError("base_url must not have a query or fragment")
     if parts.username or parts.password:
@@ -142,6 +147,11 @@ def resolve(
         raise ConfigurationError(
             f"no Humanloop API key: pass api_key= or set {ENV['api_key']} "
             "(for local tests, FakeHumanloop.api_key)"
+        )
+    if key.strip().lower().startswith(("http://", "https://")):
+        raise ConfigurationError(
+            "api_key looks like a URL: pass the key as api_key and the URL as base_url "
+            "(FeedbackHandler(api_key, base_url), or by keyword)"
         )
     insecure = _pick("allow_insecure_http", allow_insecure_http, _parse_bool, False, env)
     if not isinstance(insecure, bool):  # "false" must never mean yes

@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import reprlib
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Optional
@@ -23,6 +24,9 @@ Captured = tuple[Any, Any, Any, Any, Any, Any, float]
 
 DATA_ID, TYPE, VALUE, USER, CREATED_AT, UNSET, TIMESTAMP = range(7)
 FIELD_NAMES = ("data_id", "type", "value", "user", "created_at", "unset")
+
+#: The largest integer a double holds (``sys.float_info.max``, exactly); beyond it JSON has no number.
+_MAX_DOUBLE = int(sys.float_info.max)
 
 #: A record larger than this, as JSON, is refused rather than sent (it would swell every batch).
 MAX_RECORD_BYTES = 1 << 20
@@ -105,7 +109,16 @@ def _value(value: Any, item: Captured) -> Any:
     if isinstance(value, str):
         return _text("value", value, item)
     if isinstance(value, numbers.Integral):
-        return int(value)
+        whole = int(value)
+        if not -_MAX_DOUBLE <= whole <= _MAX_DOUBLE:
+            # JSON parsers read numbers as doubles, and the service fails on the whole request.
+            raise FeedbackValidationError(
+                "value",
+                f"is an integer of {whole.bit_length()} bits, larger than any JSON number "
+                "(a double) can hold",
+                described(item),
+            )
+        return whole
     if isinstance(value, numbers.Real):
         number = float(value)
         if not math.isfinite(number):

@@ -2,7 +2,8 @@
 
 Nothing here is ever raised into a logging call: these objects reach the application through the
 ``on_error`` callback (and the ``humanloop_logging`` logger), so each carries what is needed to act
-on it, and none of them ever carries the API key::
+on it, and none of them ever carries the API key. A DeliveryError's ``category`` names the kind
+of problem ("auth", "not_found", "dns", "tls", "refused", "timeout", "server", ...)::
 
     HumanloopLoggingError
     ├── ConfigurationError (also ValueError)      bad settings, raised at construction
@@ -10,7 +11,7 @@ on it, and none of them ever carries the API key::
     ├── QueueFullError                             records dropped because the queue was full
     └── DeliveryError                              records that did not reach Humanloop
         ├── TransportError                         connection failure or timeout
-        └── APIError                               an HTTP error answer (.status, .message)
+        └── APIError                               an HTTP error answer (.status, .detail)
             ├── AuthenticationError                401/403: the API key was refused
             └── UnprocessableEntityError           422: .details names the items and reasons
 """
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "CATEGORIES",
     "APIError",
     "AuthenticationError",
     "ConfigurationError",
@@ -65,18 +67,60 @@ class QueueFullError(HumanloopLoggingError):
         )
 
 
+#: What ``DeliveryError.category`` may be: one word per kind of problem, so repeats of one problem
+#: can be collapsed and different problems told apart.
+CATEGORIES = frozenset(
+    {
+        "auth",  # 401/403: the API key was refused
+        "not_found",  # 404: wrong base_url (usually a missing /v4)
+        "rejected",  # 422: the service refused items of the batch
+        "too_large",  # 413
+        "rate_limited",  # 429
+        "server",  # 5xx
+        "client",  # any other 4xx
+        "dns",  # the host name could not be resolved
+        "tls",  # the TLS handshake failed (certificate, protocol)
+        "refused",  # nothing listens on that host and port
+        "timeout",  # no connection, or no whole answer, within timeout
+        "reset",  # the connection was closed before an answer came
+        "proxy",  # the HTTP(S) proxy could not be reached or refused the request
+        "url",  # base_url is not a URL requests can use
+        "closing",  # close() or exit left no time to send
+        "delivery",  # anything else
+    }
+)
+
+
 class DeliveryError(HumanloopLoggingError):
-    """Records that were given up on; ``records`` holds their request bodies."""
+    """Records that were given up on; ``records`` holds their request bodies.
+
+    ``category`` names the problem (see ``CATEGORIES``); ``url`` is where the request went (scheme,
+    host, port and path only), when the error is about a request.
+    """
 
     retryable: bool = False
     retry_after: float | None = None
+    category: str = "delivery"
+    url: str | None = None
+    #: Set while the transport retries: how many seconds it keeps trying, at most.
+    retry_for: float | None = None
 
     def __init__(
-        self, message: str, records: Sequence[Mapping[str, Any]] = (), *, count: int | None = None
+        self,
+        message: str,
+        records: Sequence[Mapping[str, Any]] = (),
+        *,
+        count: int | None = None,
+        category: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.message = message
         self.records: list[Mapping[str, Any]] = list(records)
         self._count = count
+        if category is not None:
+            self.category = category
+        if url is not None:
+            self.url = url
         super().__init__(message)
 
     @property
@@ -96,8 +140,36 @@ class TransportError(DeliveryError):
     retryable = True
 
 
+def add_clause(text: str, clause: str) -> str:
+    """``text`` followed by ``clause``: a new sentence after a question, else after a semicolon."""
+    if text.endswith(("?", ".", "!")):
+        return f"{text} {clause[:1].upper()}{clause[1:]}"
+    return f"{text}; {clause}"
+
+
+def status_category(status: int) -> str:
+    """The category of an HTTP error status."""
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 413:
+        return "too_large"
+    if status == 422:
+        return "rejected"
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server"
+    return "client"
+
+
 class APIError(DeliveryError):
-    """Humanloop answered with an error status."""
+    """Humanloop answered with an error status.
+
+    ``detail`` is the service's own words; ``message`` (and ``str()``) say where the request went
+    and, for the usual misconfigurations, what to change.
+    """
 
     def __init__(
         self,
@@ -107,11 +179,20 @@ class APIError(DeliveryError):
         *,
         retryable: bool = False,
         retry_after: float | None = None,
+        url: str | None = None,
+        text: str | None = None,
     ) -> None:
         self.status = status
+        self.detail = message
         self.retryable = retryable
         self.retry_after = retry_after
-        super().__init__(f"HTTP {status}: {message}", records)
+        where = f" from POST {url}" if url else ""
+        super().__init__(
+            text or f"HTTP {status}{where}: {message}",
+            records,
+            category=status_category(status),
+            url=url,
+        )
 
 
 class AuthenticationError(APIError):
@@ -131,7 +212,9 @@ class UnprocessableEntityError(APIError):
         message: str,
         details: Sequence[Mapping[str, Any]],
         rejected: Sequence[tuple[Mapping[str, Any], Sequence[str]]] = (),
+        *,
+        url: str | None = None,
     ) -> None:
         self.details = list(details)
         self.rejected = list(rejected)
-        super().__init__(422, message, [record for record, _ in rejected])
+        super().__init__(422, message, [record for record, _ in rejected], url=url)

@@ -23,6 +23,12 @@ from .shipper import FeedbackShipper, FeedbackStats, attach
 __all__ = ["FeedbackHandler"]
 
 
+def _holds_logging_lock() -> bool:
+    """Whether this thread holds logging's module lock (an RLock on every supported Python)."""
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    return bool(is_owned()) if callable(is_owned) else False
+
+
 class FeedbackHandler(logging.Handler):
     """Sends records carrying ``data_id`` and ``type`` (via ``extra=``) to Humanloop as feedback.
 
@@ -30,6 +36,10 @@ class FeedbackHandler(logging.Handler):
     thread with a ``FeedbackProcessor``; otherwise it builds (and owns) its own from the settings.
     ``fields`` renames the attributes read, e.g. ``{"type": "feedback_type"}``.
     """
+
+    #: Marks feedback handlers for the library's own reporter: a warning that reaches only these
+    #: reaches no person, so it goes to stderr instead.
+    _humanloop_feedback_handler = True
 
     def __init__(
         self,
@@ -50,8 +60,11 @@ class FeedbackHandler(logging.Handler):
         fields: Optional[Mapping[str, str]] = None,
         level: int = logging.NOTSET,
     ) -> None:
+        # Settings first: a ConfigurationError must not leave a half-built handler registered
+        # with logging (Handler.__init__ adds it to logging's list for shutdown()).
+        shipper, owns_shipper = attach(shipper, locals())
         super().__init__(level)
-        shipper, self._owns_shipper = attach(shipper, locals())
+        self._owns_shipper = owns_shipper
         self.shipper = shipper
         (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
             resolve_fields(fields)
@@ -112,13 +125,26 @@ class FeedbackHandler(logging.Handler):
         self.handle(record)
 
     def flush(self, timeout: float = 5.0) -> bool:  # type: ignore[override]
-        """True once everything queued before the call is sent or given up on."""
+        """True once everything queued before the call is sent or given up on.
+
+        Called by logging itself with its module lock held (``dictConfig()``), it does not wait:
+        the flush thread may need that lock to log, so waiting could only time out.
+        """
+        if _holds_logging_lock():
+            timeout = 0.0
         return self.shipper.flush(timeout)
 
     def close(self) -> None:
-        """Drain within ``exit_timeout`` and stop the thread (if this handler owns the shipper)."""
+        """Send what is queued within ``exit_timeout`` and stop the thread, if this handler owns
+        the shipper; feedback handled afterwards starts it again.
+
+        ``dictConfig()`` and ``fileConfig()`` close every existing handler while holding logging's
+        module lock, even handlers they leave in place. Such a close does not wait: the shipper
+        keeps sending in the background and the exit hook drains it, so nothing is lost and
+        the configuration call returns at once.
+        """
         try:
-            if self._owns_shipper:
+            if self._owns_shipper and not _holds_logging_lock():
                 self.shipper.close()
         finally:
             super().close()

@@ -8,11 +8,9 @@ its thread ends, so a forgotten handler never leaves a thread behind.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
 import math
-import os
 import threading
 import time
 import weakref
@@ -20,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
+from . import _details, _lifecycle
 from ._config import Settings, resolve
 from ._record import TIMESTAMP, Captured, safe_repr, to_payload, unreadable
 from ._report import ErrorCallback, Reporter
@@ -71,12 +70,24 @@ class FeedbackStats:
 
 
 class _Engine:
-    """The queue, the counters and the flush thread's loop; shared by handler and processor."""
+    """The queue, the counters and the flush thread's loop; shared by handler and processor.
 
-    def __init__(self, settings: Settings, transport: Transport, reporter: Reporter) -> None:
+    The flush thread runs only while there is work: it is started by the first record, ends when
+    a close has drained the queue, and is started again by the next record, as ``FileHandler``
+    reopens its file. So a shipper closed by someone else (``dictConfig()`` closes every handler
+    it replaces) keeps delivering what is logged to it afterwards, and a forked child starts a
+    thread only if it logs feedback.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        on_error: Optional[ErrorCallback],
+    ) -> None:
         self.settings = settings
         self.transport = transport
-        self.reporter = reporter
+        self._on_error = on_error
         self._batch_size = settings.batch_size
         self._max_queue_size = settings.max_queue_size
         self._flush_interval = settings.flush_interval
@@ -90,6 +101,7 @@ class _Engine:
 
     def _reset(self) -> None:
         """Fresh state: at construction and in a forked child."""
+        self.reporter = Reporter(self._on_error)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._send_lock = threading.Lock()
@@ -99,16 +111,24 @@ class _Engine:
         self._rejected = self._dropped = self._failed = 0
         self._taken = 0  # records taken off the queue
         self._finished = 0  # of those, how many are sent, rejected or failed
+        self._written_off = 0  # of the failed, how many a close gave up on when time ran out
         self._flush_target = 0
         self._dropped_reported = 0
         self._closing = False
-        self._closed = False
-        self._said_closed = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
-        self._epoch = 0  # bumped when close() writes off a send that overran the exit deadline
+        self._epoch = 0  # bumped when close() writes off a send that overran its deadline
+        self._suspect_after = _NEVER  # attempts of a suspect answer that end a send early
+        self._outage = False  # the last isolation found everything failing; cleared by a success
+        self._unreported: list[DeliveryError] = []  # written off, to be reported outside the lock
+        #: True while no flush thread runs; read without the lock on the caller's path.
+        self._idle = True
+        self._generation = 0  # of the flush thread: an older one that outlived a close ends
         self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
+
+    def exit_timeout(self) -> float:
+        return self.settings.exit_timeout
 
     # -- the caller's path ----------------------------------------------------------------------
 
@@ -117,60 +137,93 @@ class _Engine:
         # as taken + len(queue) under the lock by stats(). The size check may let one record per
         # concurrently logging thread past max_queue_size; the rare paths take the lock.
         queue = self._queue
-        if len(queue) >= self._max_queue_size or self._closed:
+        if len(queue) >= self._max_queue_size:
             self._drop()
             return
         queue.append(item)
-        if len(queue) == self._batch_size:
+        # Appended first, then _idle read: a thread that ends sets _idle under the lock in the
+        # same step as it sees the queue empty, so one of the two always sees the other.
+        if self._idle:
+            self._wake()
+        elif len(queue) == self._batch_size:
             with self._cond:
                 self._cond.notify()
 
     def _submit_blocking(self, item: Captured) -> None:
         with self._lock:
-            closed = self._closed
-            if not closed:
-                self._taken += 1
-                epoch = self._epoch
-        if closed:
-            self._drop()
-            return
+            self._taken += 1
+            epoch = self._epoch
         self.process([item], epoch)
 
     def _drop(self) -> None:
         with self._lock:
             self._dropped += 1
-            after_close = self._closed and not self._said_closed
-            self._said_closed = self._said_closed or after_close
-        if after_close:  # the flush thread is gone, so say it here, once
-            self.reporter.log(
-                "feedback logged after close() is dropped (counted in stats().dropped)",
-                kind="closed",
-            )
+
+    def _wake(self) -> None:
+        """Start the flush thread for what was just queued; at exit, send it on this thread."""
+        with self._cond:
+            if not self._idle or not self._queue:
+                return
+            if not _lifecycle.exiting():
+                self._closing = False
+                self._deadline = math.inf
+                if self._start_locked():
+                    return
+            elif self._deadline == math.inf:  # logged at exit, before the exit hook ran
+                self._deadline = time.monotonic() + self.settings.exit_timeout
+        self._send_here()
+
+    def _start_locked(self) -> bool:
+        self._generation += 1
+        thread = threading.Thread(
+            target=_worker,
+            args=(weakref.ref(self), self._generation),
+            name="humanloop-feedback-flush",
+            daemon=True,
+        )
+        try:
+            thread.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            return False
+        self._idle = False
+        self._thread = thread
+        self.thread_id = thread.ident
+        return True
+
+    def _send_here(self) -> None:
+        """Send what is queued on the calling thread, within the deadline (at exit)."""
+        while True:
+            with self._cond:
+                queue = self._queue
+                take = min(len(queue), self._batch_size)
+                if not take:
+                    return
+                batch = [queue.popleft() for _ in range(take)]
+                self._taken += take
+                epoch = self._epoch
+            self.process(batch, epoch)
 
     # -- the flush thread -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._blocking:
-            return
-        thread = threading.Thread(
-            target=_worker, args=(weakref.ref(self),), name="humanloop-feedback-flush", daemon=True
-        )
-        self._thread = thread
-        thread.start()
-        self.thread_id = thread.ident
-
-    def next_batch(self) -> Optional[tuple[list[Captured], int]]:
+    def next_batch(self, generation: int) -> Optional[tuple[list[Captured], int]]:
         """Wait for something to send: the batch (empty after an idle wait) and its epoch.
 
-        None when the thread should end.
+        None when the thread should end: a close has drained the queue, or its deadline passed
+        (what is left then is written off here, in the same step), or a newer thread took over.
         """
         with self._cond:
+            if generation != self._generation:
+                return None
             queue = self._queue
-            if time.monotonic() >= self._deadline:
+            late = time.monotonic() >= self._deadline
+            if late or (self._closing and not queue):
+                if late:
+                    left = [queue.popleft() for _ in range(len(queue))]
+                    self._write_off_locked(left, "the close deadline passed")
+                self._idle = True
+                self._cond.notify_all()
                 return None
             if not queue:
-                if self._closing:
-                    return None
                 self._cond.wait(self._flush_interval)
                 return [], self._epoch
             count = len(queue)
@@ -185,6 +238,10 @@ class _Engine:
             self._taken += take
             return batch, self._epoch
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def housekeeping(self) -> None:
         """Say once per burst that records were dropped."""
         dropped = self._dropped
@@ -194,34 +251,37 @@ class _Engine:
             )
             self._dropped_reported = dropped
 
-    def abandon(self, reason: str) -> None:
-        """Give up on whatever is unfinished, queued or in flight, counting it as failed.
+    def _write_off_locked(self, left: list[Captured], reason: str) -> None:
+        """Count as failed what is unfinished, queued (``left``) or in flight; report it later.
 
         A send still in flight is written off: when it ends, its outcome is no longer counted
-        (its epoch has passed), so every record stays in exactly one bucket.
+        (its epoch has passed), so every record stays in exactly one bucket. The report waits
+        for ``report_written_off``, outside the lock.
         """
-        with self._cond:
-            self._closed = True
-            queue = self._queue
-            left = [queue.popleft() for _ in range(len(queue))]  # not clear(): appends race it
-            self._taken += len(left)
-            unfinished = self._taken - self._finished
-            self._failed += unfinished
-            self._finished = self._taken
-            self._epoch += 1
-            self._cond.notify_all()
-        if unfinished:
-            in_flight = unfinished - len(left)
-            detail = f"; {in_flight} were in a request that did not end" if in_flight else ""
-            self.reporter.report(
-                DeliveryError(
-                    f"gave up on feedback: {reason}{detail}",
-                    [self._body_of(item) for item in left],
-                    count=unfinished,
-                ),
-                kind="abandon",
-                level=logging.ERROR,
+        self._taken += len(left)
+        unfinished = self._taken - self._finished
+        if not unfinished:
+            return
+        self._failed += unfinished
+        self._written_off += unfinished
+        self._finished = self._taken
+        self._epoch += 1
+        self._cond.notify_all()
+        in_flight = unfinished - len(left)
+        detail = f"; {in_flight} were in a request that did not end" if in_flight else ""
+        self._unreported.append(
+            DeliveryError(
+                f"gave up on feedback: {reason}{detail}",
+                [self._body_of(item) for item in left],
+                count=unfinished,
             )
+        )
+
+    def report_written_off(self) -> None:
+        with self._lock:
+            errors, self._unreported = self._unreported, []
+        for error in errors:
+            self.reporter.report(error, kind="abandon", level=logging.ERROR)
 
     def _body_of(self, item: Captured) -> Mapping[str, Any]:
         """What would have been sent, for reports; what could be read, if it was invalid."""
@@ -232,14 +292,27 @@ class _Engine:
 
     # -- one batch, on the flush thread or (blocking mode) the caller's ------------------------
 
-    def _finish(self, epoch: int, *, sent: int = 0, rejected: int = 0, failed: int = 0) -> bool:
-        """Count an outcome; False if close() already wrote these records off (and reported them)."""
+    def _finish(
+        self,
+        epoch: int,
+        *,
+        sent: int = 0,
+        rejected: int = 0,
+        failed: int = 0,
+        out_of_time: bool = False,
+    ) -> bool:
+        """Count an outcome; False if close() already wrote these records off (and reported them).
+
+        ``out_of_time``: the failure was a transient one that a close's deadline ended.
+        """
         with self._cond:
             if epoch != self._epoch:
                 return False
             self._sent += sent
             self._rejected += rejected
             self._failed += failed
+            if out_of_time and self._deadline < math.inf:
+                self._written_off += failed
             self._finished += sent + rejected + failed
             self._cond.notify_all()
             return True
@@ -270,67 +343,151 @@ class _Engine:
         if self._interrupt.wait(seconds):
             self._interrupt.clear()
 
-    def retrying(self, _error: DeliveryError, _wait: float) -> None:
+    def retrying(self, error: DeliveryError, _wait: float) -> None:
         with self._lock:
             self._retried += 1
+        self.reporter.problem(error)
+
+    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
+        """SendControl: stop retrying a part that may hold a record the service fails on.
+
+        Set per request by ``_send``: the whole batch gets one retry before it is suspected, a
+        part sent while isolating none, and a lone record one (so a flaky answer does not cost
+        a good record).
+        """
+        return (
+            isinstance(error, APIError) and _suspect(error) and attempts >= self._suspect_after
+        )
+
+    def _send(self, chunk: list[Payload], suspect_after: int) -> None:
+        """One POST of ``chunk`` with retries; ``suspect_after`` attempts of a suspect answer end
+        it early (0: never)."""
+        body = b"[" + b",".join(data for _, data in chunk) + b"]"
+        self._suspect_after = suspect_after or _NEVER
+        try:
+            self.transport.send(body, [payload for payload, _ in chunk], self)
+        finally:
+            self._suspect_after = _NEVER
 
     def _deliver(self, items: list[Payload], epoch: int) -> None:
-        """Send ``items``; on a 422 drop exactly the named items and resend the rest at once.
+        """Send ``items``; whatever the service refuses costs only the records it is about.
 
-        A 422 (or 413) that names no item is bisected until the bad items stand alone, so a valid
-        record is never lost for sharing a batch with an invalid one.
+        - A 422 names the refused items (in any FastAPI shape): exactly those are rejected and
+          the rest is resent at once. One that names none is bisected.
+        - A 413 splits the batch in halves.
+        - A 500 that follows the batch through a retry, or another answer that one record could
+          explain (a 4xx that is not about the key, the URL or the rate), is looked into by
+          ``_isolate``.
         """
         work = [items]
         while work:
             chunk = work.pop()
-            records = [payload for payload, _ in chunk]
-            body = b"[" + b",".join(data for _, data in chunk) + b"]"
-            try:
-                self.transport.send(body, records, self)
-            except UnprocessableEntityError as error:
-                work.extend(self._split_422(chunk, error, epoch))
-            except APIError as error:
-                if error.status == 413 and len(chunk) > 1:
-                    half = len(chunk) // 2
-                    work += [chunk[half:], chunk[:half]]
-                else:
-                    self._give_up(chunk, error, epoch)
-            except DeliveryError as error:
-                self._give_up(chunk, error, epoch)
-            except Exception as error:  # a bug, not the network: still account for the records
-                self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"), epoch)
+            early = 2 if len(chunk) > 1 and not self._outage else 0
+            outcome, more = self._try(chunk, early, epoch)
+            work += more
+            if outcome == "suspect":
+                work += self._isolate(chunk, epoch)
+
+    def _try(
+        self, chunk: list[Payload], suspect_after: int, epoch: int
+    ) -> tuple[str, list[list[Payload]]]:
+        """Send ``chunk`` and count what became of it; the parts left to send come back.
+
+        The outcome: "ok" (accepted), "rejected" (a 422: the named records are rejected),
+        "suspect" (a suspect answer ``suspect_after`` times in a row; nothing counted yet) or
+        "failed" (given up on, or split after a 413).
+        """
+        try:
+            self._send(chunk, suspect_after)
+        except UnprocessableEntityError as error:
+            return "rejected", self._split_422(chunk, error, epoch)
+        except APIError as error:
+            if error.status == 413 and len(chunk) > 1:
+                return "failed", _halves(chunk)
+            if suspect_after and _suspect(error):
+                return "suspect", []
+            self._give_up(chunk, error, epoch)
+        except DeliveryError as error:
+            self._give_up(chunk, error, epoch)
+        except Exception as error:  # a bug, not the network: still account for the records
+            self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"), epoch)
+        else:
+            self._auth_failed = self._outage = False
+            self._finish(epoch, sent=len(chunk))
+            self.reporter.recovered()
+            return "ok", []
+        return "failed", []
+
+    def _isolate(self, batch: list[Payload], epoch: int) -> list[list[Payload]]:
+        """Find the records a failing batch fails on, or tell an outage; return what to resend.
+
+        First a few records go alone, one at a time. If one is accepted (or refused with a 422)
+        the service is up, and the rest is sent whole: if it fails, it holds the poison. If no
+        probe gets through, it is an outage: the batch is returned to be retried whole, and
+        later batches are not looked into until something succeeds, so an outage never
+        multiplies requests.
+
+        A part that fails while the service is up is halved and its first half sent: if that is
+        accepted, the second half is known to fail and is halved without being sent. A record
+        that fails alone, twice, is given up on alone.
+        """
+        rest = list(batch)
+        up = False
+        for index in _probe_indices(len(batch)):
+            probe = batch[index]
+            outcome, more = self._try([probe], 1, epoch)
+            if outcome != "suspect":
+                rest.remove(probe)
+            if outcome in ("ok", "rejected"):
+                up = True
+            if outcome != "suspect":
+                break
+        if not up:
+            self._outage = True
+            return [rest] if rest else []
+        # (part, known to fail): the rest is sent whole first, in case the failure was a flake.
+        work: list[tuple[list[Payload], bool]] = [(rest, False)] if rest else []
+        while work:
+            part, failing = work.pop()
+            if not failing:
+                outcome, more = self._try(part, 1, epoch)
+                work += [(p, False) for p in more]
+                if outcome == "suspect":
+                    work.append((part, True))
+            elif len(part) == 1:
+                outcome, more = self._try(part, 2, epoch)
+                if outcome == "suspect":
+                    self._give_up(part, _poisoned(), epoch)
             else:
-                self._auth_failed = False
-                self._finish(epoch, sent=len(chunk))
+                first, second = _halves(part)[::-1]
+                outcome, more = self._try(first, 1, epoch)
+                work += [(p, False) for p in more]
+                if outcome == "ok":
+                    work.append((second, True))
+                elif outcome == "suspect":
+                    work += [(second, False), (first, True)]
+                else:
+                    work.append((second, False))
+        return []
 
     def _split_422(
         self, chunk: list[Payload], error: UnprocessableEntityError, epoch: int
     ) -> list[list[Payload]]:
-        named: dict[int, list[str]] = {}
-        for entry in error.details:
-            loc = entry.get("loc")
-            if (
-                isinstance(loc, list)
-                and len(loc) >= 2
-                and loc[0] == "body"
-                and isinstance(loc[1], int)
-                and not isinstance(loc[1], bool)
-                and 0 <= loc[1] < len(chunk)
-            ):
-                field = ".".join(str(part) for part in loc[2:]) or "item"
-                named.setdefault(loc[1], []).append(f"{field}: {entry.get('msg', '?')}")
+        """Reject the items a 422 names; return what is left to send (bisected if none named)."""
+        named = _details.item_errors(error.details, len(chunk))
         if not named and len(chunk) > 1:
-            half = len(chunk) // 2
-            return [chunk[half:], chunk[:half]]  # a stack: the first half goes next
+            return _halves(chunk)
         if not named:
-            named = {0: [error.message]}
-        rejected = [(chunk[index][0], reasons) for index, reasons in sorted(named.items())]
+            reasons = _details.body_errors(error.details, 1) or [error.message]
+            named = {0: [("", reason) for reason in reasons]}
+        rejected = [(chunk[index][0], named[index]) for index in sorted(named)]
         counted = self._finish(epoch, rejected=len(rejected))
-        for record, reasons in rejected if counted else []:
+        for record, fields in rejected if counted else []:
+            reasons = [f"{field}: {message}" if field else message for field, message in fields]
             self.reporter.report(
                 UnprocessableEntityError(
                     f"Humanloop rejected feedback for data_id={record.get('data_id')!r}: "
-                    + "; ".join(reasons),
+                    + _details.describe(fields),
                     error.details,
                     [(record, reasons)],
                 ),
@@ -340,7 +497,7 @@ class _Engine:
         return [rest] if rest else []
 
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
-        if not self._finish(epoch, failed=len(chunk)):
+        if not self._finish(epoch, failed=len(chunk), out_of_time=error.retryable):
             return  # written off and reported by close() already
         error.records = [payload for payload, _ in chunk]
         if isinstance(error, AuthenticationError):
@@ -370,26 +527,51 @@ class _Engine:
             return True
 
     def begin_close(self, timeout: float) -> None:
+        """Send everything queued now, and stop by ``timeout`` from now (the earlier one wins)."""
         with self._cond:
-            if not self._closing:
-                self._closing = True
-                self._deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + timeout
+            if not self._closing or deadline < self._deadline:
+                self._deadline = deadline
+            self._closing = True
             self._cond.notify_all()
         self._interrupt.set()  # a backoff wait is cut short ...
         self.transport.cut_off_at(self._deadline)  # ... and so is a request already running
 
     def wait_closed(self) -> bool:
+        """Wait for the close begun by ``begin_close``; False if time ran out on some records."""
+        written_off = self._written_off
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, self._deadline - time.monotonic()) + 0.05)
-            if thread.is_alive():  # a send overran its timeout: stop waiting for it
-                self.abandon("the close deadline passed")
-                return False
-        late = time.monotonic() >= self._deadline
-        self.abandon("the close deadline passed" if late else "the shipper is closed")
+        current = threading.current_thread()
+        if thread is not None and thread is not current:
+            thread.join(max(0.0, self._deadline - time.monotonic()) + _GRACE)
+        with self._cond:
+            if thread is not None and thread is not current and thread.is_alive():
+                if thread is self._thread and not self._idle:
+                    # Stuck in a send that overran the deadline: write it off, and let the
+                    # thread end when the send returns.
+                    self._generation += 1
+                    self._idle = True
+                    left = [self._queue.popleft() for _ in range(len(self._queue))]
+                    self._write_off_locked(left, "the close deadline passed")
+            elif self._idle:
+                # Blocking mode, or sends on the caller's thread at exit: wait for those in flight.
+                end = self._deadline + _GRACE
+                while self._finished < self._taken and self._idle:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        self._write_off_locked([], "the close deadline passed")
+                        break
+                    self._cond.wait(remaining)
+            if self._idle and not _lifecycle.exiting():
+                # Closed: the next record starts afresh. At exit the deadline stays, so that
+                # everything together keeps within exit_timeout.
+                self._closing = False
+                self._deadline = math.inf
+                self._interrupt.clear()
+        self.report_written_off()
         self.transport.close()
         self.reporter.release_held()
-        return True
+        return self._written_off == written_off
 
     def stats(self) -> FeedbackStats:
         with self._lock:
@@ -406,24 +588,64 @@ class _Engine:
 
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""
-        was_closed = self._closed
         self._reset()
         self.transport.reset_after_fork()
-        if was_closed:
-            self._closing = self._closed = True
-        else:
-            self.start()
 
 
-def _worker(ref: weakref.ReferenceType[_Engine]) -> None:
-    """The flush thread's loop. It holds the engine only while working on it."""
+#: How long past its deadline a close waits for a send that was cut off to return.
+_GRACE = 0.05
+
+#: Never: more attempts than any send makes.
+_NEVER = 1 << 30
+
+#: Statuses that are the service's state or the client's setup, never one record's doing.
+_NOT_POISON = frozenset({401, 403, 404, 405, 407, 408, 413, 422, 429})
+
+
+def _suspect(error: APIError) -> bool:
+    """An answer that one bad record in the batch could explain."""
+    return error.status == 500 or (400 <= error.status < 500 and error.status not in _NOT_POISON)
+
+
+def _halves(chunk: list[Payload]) -> list[list[Payload]]:
+    """The two halves, as a stack: the first half is sent next."""
+    half = len(chunk) // 2
+    return [chunk[half:], chunk[:half]]
+
+
+def _poisoned() -> DeliveryError:
+    return DeliveryError(
+        "Humanloop fails on this record alone, twice, while other records of its batch were "
+        "accepted: given up on it so that it costs only itself"
+    )
+
+
+#: How many records of a failing batch are sent alone to tell poison from an outage.
+_PROBES = 3
+
+
+def _probe_indices(n: int) -> list[int]:
+    """Records spread over the batch, so that a run of bad records cannot hide all of them."""
+    return sorted({n // 2, n // 4, (3 * n) // 4})[:_PROBES] if n > 1 else [0]
+
+
+
+def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+    """The flush thread's loop. It holds the engine only while working on it, or closing it.
+
+    A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
+    the engine alive until everything is sent or given up on, so nothing vanishes with it.
+    """
+    keep: Optional[_Engine] = None
     while True:
         engine = ref()
         if engine is None:
             return
         try:
-            taken = engine.next_batch()
+            taken = engine.next_batch(generation)
             if taken is None:
+                engine.report_written_off()
+                engine.housekeeping()
                 return
             batch, epoch = taken
             if batch:
@@ -433,53 +655,8 @@ def _worker(ref: weakref.ReferenceType[_Engine]) -> None:
             engine.reporter.log(
                 f"flush thread error: {safe_repr(exc)}", kind="bug", level=logging.ERROR
             )
+        keep = engine if engine.closing else keep
         del engine
-
-
-# -- process-wide hooks: exit and fork ----------------------------------------------------------
-
-
-class _Registry:
-    """The live engines, for the exit hook and the fork hook."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.engines: weakref.WeakSet[_Engine] = weakref.WeakSet()
-
-    def add(self, engine: _Engine) -> None:
-        with self.lock:
-            self.engines.add(engine)
-
-    def discard(self, engine: _Engine) -> None:
-        with self.lock:
-            self.engines.discard(engine)
-
-    def snapshot(self) -> list[_Engine]:
-        with self.lock:
-            return list(self.engines)
-
-
-_registry = _Registry()
-
-
-def _close_all_at_exit() -> None:
-    """Flush every live shipper within its own exit_timeout, all of them at once."""
-    engines = _registry.snapshot()
-    for engine in engines:
-        engine.begin_close(engine.settings.exit_timeout)
-    for engine in engines:
-        engine.wait_closed()
-
-
-def _after_fork_in_child() -> None:
-    _registry.lock = threading.Lock()  # the parent's may have been held at fork time
-    for engine in list(_registry.engines):
-        engine.after_fork_in_child()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class FeedbackShipper:
@@ -526,13 +703,13 @@ class FeedbackShipper:
                 timeout=settings.timeout,
                 max_retry_time=settings.max_retry_time,
             )
-        engine = _Engine(settings, transport, Reporter(on_error))
+        engine = _Engine(settings, transport, on_error)
         self._engine = engine
         self.settings = settings
-        _registry.add(engine)
-        engine.start()
+        _lifecycle.register(engine)
         # Dropped without close(): the engine drains within exit_timeout and its thread ends.
-        self._finalizer = weakref.finalize(self, engine.begin_close, settings.exit_timeout)
+        finalizer = weakref.finalize(self, engine.begin_close, settings.exit_timeout)
+        finalizer.atexit = False  # the exit hook drains every engine itself
 
     def __repr__(self) -> str:
         s = self.settings
@@ -556,16 +733,16 @@ class FeedbackShipper:
         return self._engine.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
-        """Drain within ``timeout`` (default ``exit_timeout``) and stop; safe to call twice.
+        """Send everything queued within ``timeout`` (default ``exit_timeout``), then stop.
 
-        Returns False if something had to be given up on because time ran out.
+        Returns False if this close had to give up on records because time ran out. Closing does
+        not end the shipper for good: a record submitted afterwards starts it again, as
+        ``logging.FileHandler`` reopens its file, so a close by someone else (``dictConfig()``)
+        loses nothing. Safe to call twice, and from several threads.
         """
         engine = self._engine
         engine.begin_close(self.settings.exit_timeout if timeout is None else timeout)
-        ok = engine.wait_closed()
-        _registry.discard(engine)
-        self._finalizer.detach()
-        return ok and engine.stats().failed == 0
+        return engine.wait_closed()
 
     def stats(self) -> FeedbackStats:
         """A consistent snapshot of the counters."""

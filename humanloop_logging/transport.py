@@ -10,16 +10,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
+import ssl
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import requests
+import requests.utils
 import tenacity
 
-from ._guard import Guard, GuardedAdapter, time_limit
+from ._guard import Guard, GuardedAdapter, start_watchdog, time_limit
 from ._version import __version__
 from .exceptions import (
     APIError,
@@ -27,15 +32,26 @@ from .exceptions import (
     DeliveryError,
     TransportError,
     UnprocessableEntityError,
+    add_clause,
 )
 
-__all__ = ["RETRYABLE_STATUSES", "HTTPTransport", "SendControl", "parse_retry_after"]
+__all__ = [
+    "DEFAULT_WAIT",
+    "RETRYABLE_STATUSES",
+    "HTTPTransport",
+    "SendControl",
+    "parse_retry_after",
+]
 
 #: Answers worth sending again: timeouts, rate limits and the server's transient failures.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
-#: An error answer larger than this is not read (the details of a 422 are a few KB at most).
+#: An answer larger than this is not read to the end (only its first words are ever shown).
 MAX_RESPONSE_BYTES = 1 << 20
+
+#: A 422 may be read further: pydantic v2 echoes each refused item in ``input``, so a large batch
+#: gives a large answer, and only a whole answer names the items to drop.
+MAX_422_RESPONSE_BYTES = 8 << 20
 
 
 class SendControl(Protocol):
@@ -49,6 +65,10 @@ class SendControl(Protocol):
 
     def retrying(self, error: DeliveryError, wait: float) -> None:
         """Told before each wait, so retries can be counted."""
+
+    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
+        """Whether to stop retrying now, after ``attempts`` that ended in ``error``: the owner
+        would rather split the batch (a 500 that follows it may be one record's doing)."""
 
 
 USER_AGENT = f"humanloop-logging/{__version__} python-requests/{requests.__version__}"
@@ -100,21 +120,200 @@ def _details(body: bytes) -> list[dict[str, Any]]:
     return [entry for entry in detail if isinstance(entry, dict)]
 
 
+def where(url: str) -> str:
+    """``url`` as it may be shown: scheme, host, port and path, never user info or a query."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
+    if not host:
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
+    shown = f"[{host}]" if ":" in host else host
+    if port is not None:
+        shown = f"{shown}:{port}"
+    return f"{parts.scheme}://{shown}{parts.path}"
+
+
+def host_port(url: str) -> str:
+    """``host:port`` of ``url``, the port filled in from the scheme when the URL has none."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return where(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, urllib3's ``reason`` and exception args."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        stack += [item for item in linked if isinstance(item, BaseException)]
+
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _first(exc: BaseException, kind: type[_E]) -> Optional[_E]:
+    return next((item for item in _chain(exc) if isinstance(item, kind)), None)
+
+
+def _tls_reason(error: ssl.SSLError) -> str:
+    """What went wrong in a handshake, in OpenSSL's words (never anything of the request)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        verify = getattr(error, "verify_message", None)
+        return f"certificate verify failed: {verify}" if verify else "certificate verify failed"
+    reason = getattr(error, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.replace("_", " ").lower()
+    return type(error).__name__
+
+
+class _Target:
+    """Where one transport sends, in the words its errors use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.where = where(url)
+        self.host_port = host_port(url)
+        base = url[: -len("/feedback")] if url.endswith("/feedback") else url
+        self.base_url = where(base)
+        try:
+            self.host = urlsplit(url).hostname or self.host_port
+        except ValueError:
+            self.host = self.host_port
+
+    def proxy(self) -> str:
+        """host:port of the proxy requests would use for this URL, from the environment."""
+        try:
+            proxy = requests.utils.select_proxy(
+                self.url, requests.utils.get_environ_proxies(self.url)
+            )
+        except Exception:  # only for a message: never fail over it
+            proxy = None
+        return host_port(proxy) if proxy else "the proxy"
+
+    def transport_error(self, exc: requests.RequestException, timeout: float) -> TransportError:
+        """Our error for one of requests' exceptions: what happened, where, and what to check."""
+        post = f"POST {self.where}"
+        if isinstance(
+            exc,
+            (
+                requests.exceptions.InvalidURL,
+                requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema,
+                requests.exceptions.URLRequired,
+            ),
+        ):
+            return TransportError(
+                f"cannot send to {post}: the URL is not valid ({type(exc).__name__}); "
+                "check base_url",
+                category="url",
+                url=self.where,
+            )
+        if isinstance(exc, requests.exceptions.ProxyError):
+            inner = _first(exc, ConnectionRefusedError)
+            why = "connection refused" if inner is not None else _reason(exc)
+            return TransportError(
+                f"cannot reach Humanloop through {self.proxy()} ({why}) for {post}: check "
+                "HTTPS_PROXY / HTTP_PROXY (and NO_PROXY)",
+                category="proxy",
+                url=self.where,
+            )
+        tls = _first(exc, ssl.SSLError)
+        if tls is not None or isinstance(exc, requests.exceptions.SSLError):
+            why = _tls_reason(tls) if tls is not None else "handshake failed"
+            fix = (
+                "if a proxy or firewall on this network re-signs TLS, set REQUESTS_CA_BUNDLE to "
+                "its CA bundle"
+                if isinstance(tls, ssl.SSLCertVerificationError)
+                else "does the host and port in base_url speak HTTPS?"
+            )
+            return TransportError(
+                f"TLS with {self.host_port} failed ({why}) for {post}: {fix}",
+                category="tls",
+                url=self.where,
+            )
+        if _first(exc, socket.gaierror) is not None:
+            return TransportError(
+                f"cannot reach Humanloop: the host name {self.host} could not be resolved "
+                f"(DNS) for {post}: check the host in base_url",
+                category="dns",
+                url=self.where,
+            )
+        if _first(exc, ConnectionRefusedError) is not None:
+            return TransportError(
+                f"cannot reach Humanloop at {self.host_port} (connection refused) for {post}: "
+                "is the service running, and are host and port in base_url right?",
+                category="refused",
+                url=self.where,
+            )
+        if isinstance(exc, requests.ConnectTimeout):
+            return TransportError(
+                f"timed out: no connection to {self.host_port} within timeout={timeout:g}s for "
+                f"{post}: is a firewall dropping the traffic, and are host and port in base_url "
+                "right?",
+                category="timeout",
+                url=self.where,
+            )
+        if isinstance(exc, requests.Timeout):
+            return TransportError(
+                f"timed out: no answer from {self.host_port} within timeout={timeout:g}s for "
+                f"{post}: the service (or a proxy on the way) is slow or hanging",
+                category="timeout",
+                url=self.where,
+            )
+        if isinstance(exc, requests.ConnectionError):
+            return TransportError(
+                f"the connection to {self.host_port} was closed before an answer came "
+                f"({_reason(exc)}) for {post}",
+                category="reset",
+                url=self.where,
+            )
+        return TransportError(
+            f"request failed ({type(exc).__name__}) for {post}", category="delivery", url=self.where
+        )
+
+    def cut_off(self, timeout: float, *, closing: bool) -> TransportError:
+        if closing:
+            return TransportError(
+                f"cut off at the close deadline: POST {self.where} was still waiting for "
+                f"{self.host_port} when close() (or the exit hook) ran out of time",
+                category="closing",
+                url=self.where,
+            )
+        return TransportError(
+            f"timed out in total: POST {self.where} got no whole answer from {self.host_port} "
+            f"within timeout={timeout:g}s; the service, or a proxy on the way, is hanging or "
+            "trickling its answer",
+            category="timeout",
+            url=self.where,
+        )
+
+
 @contextlib.contextmanager
-def _mapped_errors(guard: Guard) -> Iterator[None]:
-    """Turn requests' exceptions into ours, dropping them as causes: they carry the headers."""
+def _mapped_errors(guard: Guard, target: _Target, timeout: float, closing: bool) -> Iterator[None]:
+    """Turn requests' exceptions into ours, dropping them as causes: they carry the headers.
+
+    ``closing``: the time limit is what the close deadline left, not ``timeout``.
+    """
     try:
         yield
     except requests.RequestException as exc:
-        if guard.fired:
-            raise TransportError(
-                "timed out: the answer took longer than timeout in total"
-            ) from None
-        if isinstance(exc, requests.Timeout):
-            raise TransportError(f"timed out: {type(exc).__name__}") from None
-        if isinstance(exc, requests.ConnectionError):
-            raise TransportError(f"connection failed: {_reason(exc)}") from None
-        raise TransportError(f"request failed: {type(exc).__name__}") from None
+        if guard.fired or (closing and isinstance(exc, requests.Timeout)):
+            raise target.cut_off(timeout, closing=closing or guard.cut_short) from None
+        raise target.transport_error(exc, timeout) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -126,8 +325,22 @@ def _reason(exc: BaseException) -> str:
     return type(inner).__name__ if isinstance(inner, BaseException) else type(seen).__name__
 
 
+Wait = Callable[[tenacity.RetryCallState], float]
+
+#: 0.25 s doubling to 10 s, plus up to 0.5 s of jitter so that many clients do not retry in step.
+DEFAULT_WAIT: Wait = tenacity.wait_exponential(multiplier=0.25, max=10.0) + tenacity.wait_random(
+    0, 0.5
+)
+
+
 class HTTPTransport:
-    """Sends JSON arrays to ``{base_url}/feedback``, retrying transient failures within a deadline."""
+    """Sends JSON arrays to ``{base_url}/feedback``, retrying transient failures within a deadline.
+
+    ``wait`` is the backoff between attempts, a tenacity wait strategy (default
+    :data:`DEFAULT_WAIT`); a ``Retry-After`` answer waits at least that long on top. ``clock`` is
+    the monotonic clock ``max_retry_time`` and ``SendControl.deadline()`` are measured on; tests
+    inject one that their ``sleep`` advances, so retries are counted without real waits.
+    """
 
     def __init__(
         self,
@@ -136,13 +349,20 @@ class HTTPTransport:
         url: str,
         timeout: float,
         max_retry_time: float,
+        wait: Optional[Wait] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api_key = api_key
         self.url = url
         self.timeout = timeout
         self.max_retry_time = max_retry_time
+        self._wait: Wait = DEFAULT_WAIT if wait is None else wait
+        self._clock = clock
+        self._target = _Target(url)
         self._session = self._new_session()
-        self._guard: Optional[Guard] = None  # the request in flight, so close() can end it
+        self._lock = threading.Lock()
+        self._guards: set[Guard] = set()  # the requests in flight, so close() can end them
+        start_watchdog()  # now, while a thread can be started (not at exit)
 
     def __repr__(self) -> str:
         return f"HTTPTransport(url={self.url!r}, timeout={self.timeout})"
@@ -163,14 +383,17 @@ class HTTPTransport:
         return session
 
     def reset_after_fork(self) -> None:
-        """Give a forked child its own connections; the parent's sockets are left alone."""
+        """Give a forked child its own connections and watchdog; the parent's are left alone."""
         self._session = self._new_session()
-        self._guard = None
+        self._lock = threading.Lock()
+        self._guards = set()
+        start_watchdog()
 
     def cut_off_at(self, deadline: float) -> None:
-        """Bring the end of the request in flight forward to ``deadline`` (close, exit)."""
-        guard = self._guard
-        if guard is not None:
+        """Bring the end of the requests in flight forward to ``deadline`` (close, exit)."""
+        with self._lock:
+            guards = list(self._guards)
+        for guard in guards:
             guard.fire_at(deadline)
 
     def close(self) -> None:
@@ -180,32 +403,43 @@ class HTTPTransport:
 
     def post(self, body: bytes, records: Sequence[Any], deadline: float) -> None:
         """One POST, no retries, within ``timeout`` in total. Raises a DeliveryError unless 2xx."""
-        remaining = deadline - time.monotonic()
+        remaining = deadline - self._clock()
         if remaining <= 0:
-            raise TransportError("no time left to send")
+            raise TransportError(
+                f"no time left to send to POST {self._target.where}: the shipper is closing",
+                category="closing",
+                url=self._target.where,
+            )
         timeout = min(self.timeout, remaining)
-        with time_limit(timeout) as guard, _mapped_errors(guard):
-            self._guard = guard
-            response = self._session.post(self.url, data=body, timeout=timeout, stream=True)
+        closing = remaining < self.timeout
+        with time_limit(timeout) as guard, _mapped_errors(guard, self._target, timeout, closing):
+            with self._lock:
+                self._guards.add(guard)
             try:
-                status = response.status_code
-                if 200 <= status < 300:
-                    # Delivered, whatever the body says. Read it only to keep the connection.
-                    with contextlib.suppress(requests.RequestException):
-                        self._read(response)
-                    return
-                content = self._read(response)
+                response = self._session.post(self.url, data=body, timeout=timeout, stream=True)
+                try:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        # Delivered, whatever the body says. Read it only to keep the connection.
+                        with contextlib.suppress(requests.RequestException):
+                            self._read(response, MAX_RESPONSE_BYTES)
+                        return
+                    limit = MAX_422_RESPONSE_BYTES if status == 422 else MAX_RESPONSE_BYTES
+                    content = self._read(response, limit)
+                finally:
+                    response.close()
             finally:
-                response.close()
+                with self._lock:
+                    self._guards.discard(guard)
         self._raise_for(status, content, response.headers.get("Retry-After"), records)
 
     @staticmethod
-    def _read(response: requests.Response) -> bytes:
+    def _read(response: requests.Response, limit: int) -> bytes:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_content(16384):
             size += len(chunk)
-            if size > MAX_RESPONSE_BYTES:
+            if size > limit:
                 break
             chunks.append(chunk)
         return b"".join(chunks)
@@ -216,16 +450,38 @@ class HTTPTransport:
         # A misbehaving proxy may echo the request, headers and all: never repeat the key.
         content = content.replace(self._api_key.encode("utf-8"), b"[redacted]")
         message = _message(content)
+        target = self._target
         if status in (401, 403):
-            raise AuthenticationError(status, f"invalid API key ({message})", records)
+            raise AuthenticationError(
+                status,
+                message,
+                records,
+                url=target.where,
+                text=(
+                    f"Humanloop refused the API key (HTTP {status} from POST {target.where}: "
+                    f"{message}): check api_key / HUMANLOOP_API_KEY"
+                ),
+            )
         if status == 422:
-            raise UnprocessableEntityError(message, _details(content))
+            raise UnprocessableEntityError(message, _details(content), url=target.where)
+        text = None
+        if status == 404:
+            base = target.base_url
+            fix = (
+                f"is base_url ({base}) the Humanloop API?"
+                if base.rstrip("/").endswith("/v4")
+                else f"base_url should end in /v4, e.g. https://api.humanloop.com/v4 (base_url is "
+                f"{base})"
+            )
+            text = f"POST {target.where} was not found (HTTP 404: {message}): {fix}"
         raise APIError(
             status,
             message,
             records,
             retryable=status in RETRYABLE_STATUSES,
             retry_after=parse_retry_after(retry_after),
+            url=target.where,
+            text=text,
         )
 
     # -- with retries -------------------------------------------------------------------------
@@ -233,29 +489,40 @@ class HTTPTransport:
     def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
         """POST ``body``, retrying transient failures for up to ``max_retry_time`` seconds.
 
-        ``control.deadline()`` (monotonic) is a hard limit on top of that, for close and exit: it
-        bounds each request's timeout too, and it is asked afresh because closing the shipper
+        ``control.deadline()`` (on ``clock``) is a hard limit on top of that, for close and exit:
+        it bounds each request's timeout too, and it is asked afresh because closing the shipper
         brings it forward while a send waits. Raises the last DeliveryError when it gives up.
         """
-        give_up_at = time.monotonic() + self.max_retry_time
+        clock = self._clock
+        started = clock()
+        give_up_at = started + self.max_retry_time
+        backoff = self._wait
 
         def attempt() -> None:
             self.post(body, records, control.deadline())
 
         def wait(state: tenacity.RetryCallState) -> float:
+            seconds = float(backoff(state))
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, DeliveryError) and error.retry_after is not None:
-                return error.retry_after
-            return float(_backoff(state))
+                # A lower bound, never a replacement: "Retry-After: 0" must not mean a hot loop.
+                return max(error.retry_after, seconds)
+            return seconds
 
         def stop(state: tenacity.RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, DeliveryError) and control.give_up_early(
+                error, state.attempt_number
+            ):
+                return True
             # Give up now if the wait would end past the limit: waiting only to fail is no use.
-            wake_at = time.monotonic() + (state.upcoming_sleep or 0.0)
+            wake_at = clock() + (state.upcoming_sleep or 0.0)
             return wake_at >= min(give_up_at, control.deadline())
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, DeliveryError):
+                error.retry_for = max(0.0, min(give_up_at, control.deadline()) - started)
                 control.retrying(error, state.upcoming_sleep)
 
         retrying = tenacity.Retrying(
@@ -266,21 +533,21 @@ class HTTPTransport:
             before_sleep=before_sleep,
             reraise=True,
         )
-        started = time.monotonic()
         try:
             retrying(attempt)
         except DeliveryError as error:
             # requests' exception may still hang off the chain, and it holds the request and so
             # the API key header: cut the chain before the error goes anywhere.
             error.__context__ = error.__cause__ = None
+            error.retry_for = None
             if error.retryable:  # transient, so it was time that ran out: say whose
                 attempts = retrying.statistics.get("attempt_number", 1)
                 limit = (
                     "the close deadline" if control.deadline() < give_up_at else "max_retry_time"
                 )
-                error.message += (
-                    f"; gave up after {attempts} attempt(s) in {time.monotonic() - started:.1f}s"
-                    f" ({limit})"
+                error.message = add_clause(
+                    error.message,
+                    f"gave up after {attempts} attempt(s) in {clock() - started:.1f}s ({limit})",
                 )
                 error.args = (error.message,)
             raise
@@ -288,7 +555,3 @@ class HTTPTransport:
 
 def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, DeliveryError) and error.retryable
-
-
-#: 0.25 s doubling to 10 s, plus up to 0.5 s of jitter so that many clients do not retry in step.
-_backoff = tenacity.wait_exponential(multiplier=0.25, max=10.0) + tenacity.wait_random(0, 0.5)

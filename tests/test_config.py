@@ -280,6 +280,20 @@ def test_bad_base_url_is_refused(base_url: str) -> None:
         FeedbackShipper(api_key="hl-key", base_url=base_url)
 
 
+@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor, FeedbackShipper])
+def test_swapped_key_and_url_are_refused_without_showing_the_key(adapter: Any) -> None:
+    """FeedbackHandler(url, key), positional arguments in the wrong order: a clear error that
+    does not repeat the key, whichever argument is checked first."""
+    key = "hl_sk_0123456789abcdef"
+    with pytest.raises(ConfigurationError) as raised:
+        adapter("https://api.humanloop.com/v4", key)
+    assert key not in str(raised.value)
+    assert "base_url" in str(raised.value)
+    with pytest.raises(ConfigurationError) as raised:
+        adapter(key, key)  # the key given twice: still never echoed as a bad URL
+    assert key not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "base_url",
     ["http://api.example.com/v4", "http://10.1.2.3/v4", "http://[2001:db8::1]/v4"],

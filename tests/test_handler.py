@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from humanloop_logging import (
+    ConfigurationError,
     FeedbackHandler,
     FeedbackProcessor,
     FeedbackShipper,
@@ -223,12 +224,12 @@ def test_handler_and_processor_with_one_shipper_share_queue_and_thread(
     try:
         handler = FeedbackHandler(shipper=shipper)
         processor = FeedbackProcessor(shipper=shipper)
-        assert len(flush_threads()) == before + 1
         logger.addHandler(handler)
         feedback(logger, "from-handler")
         for data_id in ("p1", "p2"):
             event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
             processor(None, "info", event)
+        assert len(flush_threads()) == before + 1
 
         assert handler.flush(5.0)
 
@@ -277,17 +278,48 @@ def test_close_drains_and_is_safe_twice(rigs: Rigs) -> None:
     assert (stats.enqueued, stats.sent, stats.pending) == (3, 3, 0)
 
 
-def test_logging_after_close_never_raises_and_is_counted(rigs: Rigs) -> None:
-    """A feedback record logged after close() is dropped and counted, never raised, never sent."""
+def test_logging_after_close_is_delivered(rigs: Rigs) -> None:
+    """A feedback record logged after close() is sent, as FileHandler reopens its file."""
     logger, handler = rigs.handler()
     handler.close()
 
     feedback(logger, "late")
+    assert handler.flush(5.0)
 
     stats = handler.stats()
-    assert (stats.enqueued, stats.dropped, stats.sent) == (1, 1, 0)
+    assert (stats.enqueued, stats.dropped, stats.sent) == (1, 0, 1)
     assert_consistent(stats)
-    assert rigs.fake.requests == []
+    assert [item["data_id"] for item in rigs.fake.received] == ["late"]
+
+
+def test_a_close_under_logging_lock_does_not_wait(rigs: Rigs) -> None:
+    """close() and flush() called with logging's module lock held (dictConfig) return at once
+    and keep the shipper running: waiting could only deadlock with the flush thread."""
+    logger, handler = rigs.handler(flush_interval=60.0)
+    feedback(logger, "queued")
+    rigs.fake.hang_next(1)
+    with logging._lock:  # type: ignore[attr-defined]
+        assert not handler.flush()
+        handler.close()
+        # Still running: the hanging request holds the flush thread, nothing was given up.
+        assert handler.stats().failed == 0
+    rigs.fake.clear()
+    feedback(logger, "after")
+    assert handler.flush(15.0)
+    assert sorted(item["data_id"] for item in rigs.fake.received) == ["after", "queued"]
+
+
+def test_a_configuration_error_leaves_no_handler_behind() -> None:
+    """A bad setting raises before the handler joins logging's list, so shutdown() never sees a
+    half-built handler."""
+    import weakref
+
+    before = list(logging._handlerList)  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError) as raised:  # its traceback keeps the frames alive
+        FeedbackHandler(api_key="k", base_url="not a url")
+    after = [ref for ref in logging._handlerList if ref not in before]  # type: ignore[attr-defined]
+    assert [ref() for ref in after if isinstance(ref, weakref.ref) and ref() is not None] == []
+    assert "base_url" in str(raised.value)
 
 
 # -- blocking mode ------------------------------------------------------------------------------
@@ -306,6 +338,23 @@ def test_blocking_mode_sends_before_the_log_call_returns(rigs: Rigs) -> None:
     assert (stats.enqueued, stats.sent, stats.pending) == (1, 1, 0)
     assert rigs.fake.requests[0].item_count == 1
     assert rigs.fake.requests[0].batch
+
+
+def test_blocking_close_waits_for_the_send_in_flight(rigs: Rigs) -> None:
+    """close() in blocking mode waits for a send still running on another thread, instead of
+    writing off records the server is about to accept."""
+    logger, handler = rigs.handler(blocking=True, exit_timeout=30.0)
+    rigs.fake.set_latency(1.0)
+    caller = threading.Thread(target=feedback, args=(logger, "in-flight"))
+    caller.start()
+    try:
+        assert rigs.fake.wait_for_arrivals(1)
+        assert handler.shipper.close()
+    finally:
+        caller.join(30.0)
+    stats = handler.stats()
+    assert (stats.sent, stats.failed, stats.pending) == (1, 0, 0)
+    assert [item["data_id"] for item in rigs.fake.received] == ["in-flight"]
 
 
 def test_blocking_mode_retries_on_the_callers_thread(rigs: Rigs) -> None:

@@ -69,7 +69,7 @@ def bursts_of_503(s: Scenario) -> None:
 
 def storms_of_429(s: Scenario) -> None:
     s.at_items(2000)
-    s.fake.fail_next(8, 429, retry_after=0.05)
+    s.fake.fail_next(4, 429, retry_after=0.05)
     s.at_items(6000)
     s.fake.fail_next(2, 429, retry_after=1)
 
@@ -247,7 +247,7 @@ def test_fault(case: Case, fake: FakeHumanloop, errors: ErrorLog, cleanup: Clean
     if case.retries_visible:
         visible_failures = statuses[0] + statuses[429] + statuses[503]
         assert stats.retried == visible_failures + len(duplicates.lost)
-    assert closed_clean == (stats.failed == 0)
+    assert closed_clean  # flushed first, so the close itself gave up on nothing
     check_case_specifics(
         case=case,
         fake=fake,
@@ -275,11 +275,14 @@ def check_case_specifics(
     if case.inject is bursts_of_503:
         assert statuses[503] == 6
     elif case.inject is storms_of_429:
-        assert statuses[429] == 10
+        assert statuses[429] == 6
         throttled = [i for i, r in enumerate(requests) if r.status == 429]
-        first_storm, second_storm = throttled[:8], throttled[8:]
-        # Honoured: the backoff alone would have spent over 25 s on eight retries.
-        assert requests[first_storm[-1]].time - requests[first_storm[0]].time < 20.0
+        first_storm, second_storm = throttled[:4], throttled[4:]
+        # A short Retry-After is a lower bound, not a licence to hammer: the backoff still grows
+        # (0.25 s doubling, before jitter) between the tries of one batch.
+        for attempt, index in enumerate(first_storm):
+            gap = requests[index + 1].time - requests[index].time
+            assert gap >= 0.25 * 2**attempt - 0.01, (attempt, gap)
         # Honoured: a first retry's backoff is at most 0.75 s, Retry-After asked for 1 s.
         gap = requests[second_storm[0] + 1].time - requests[second_storm[0]].time
         assert gap >= 1.0

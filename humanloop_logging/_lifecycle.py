@@ -1,0 +1,145 @@
+"""Process-wide lifecycle: the live engines, and draining them however the process ends.
+
+A process can end in four ways that matter here, and each needs its own hook:
+
+- a normal exit runs ``atexit`` hooks (ours runs before ``logging.shutdown``, which was registered
+  first);
+- a child started by ``multiprocessing`` with the fork or forkserver method (``Process``, ``Pool``,
+  ``ProcessPoolExecutor``) ends through ``os._exit`` after running multiprocessing's own
+  finalizers, so no ``atexit`` hook runs: a ``multiprocessing.util.Finalize`` drains it. The
+  finalizer registry is cleared in each new child before it runs, so the finalizer is registered
+  again by a ``register_after_fork`` callback, which runs after that clearing;
+- a Celery prefork child (billiard) ends through ``os._exit`` without even those finalizers, after
+  sending Celery's ``worker_process_shutdown`` signal: a receiver drains it;
+- a forked child inherits the parent's engines but none of their threads: ``os.register_at_fork``
+  gives each a fresh, empty state that starts its thread when the child first logs feedback.
+
+These hooks are attached lazily (multiprocessing and Celery are never imported here), just before
+a fork and whenever an engine is made, so a process that uses neither pays nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import weakref
+from typing import Any, Protocol
+
+from . import _bridge
+
+
+class Drainable(Protocol):
+    """What the lifecycle needs of an engine."""
+
+    def begin_close(self, timeout: float) -> None: ...
+
+    def wait_closed(self) -> bool: ...
+
+    def exit_timeout(self) -> float: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+
+class _State:
+    """Everything process-wide, in one place so a forked child can reset it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.engines: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Set once the process has begun to exit: no thread may be started any more (Python
+        #: 3.12.0-3.12.2 refuse at shutdown), so an engine woken now sends on the caller's thread.
+        self.exiting = False
+        #: The pid whose multiprocessing finalizer is registered.
+        self.finalizer_pid = 0
+        self.after_fork_registered = False
+        self.celery_connected = False
+
+
+state = _State()
+
+
+class _Token:
+    """A weakly referenceable anchor for ``multiprocessing.util.register_after_fork``."""
+
+
+_token = _Token()
+
+
+def register(engine: Drainable) -> None:
+    """Track ``engine`` so that every way the process ends drains it."""
+    with state.lock:
+        state.engines.add(engine)
+    _attach_pool_hooks()
+
+
+def exiting() -> bool:
+    return state.exiting
+
+
+def drain_all() -> None:
+    """Close every live engine at once, each within its own ``exit_timeout``.
+
+    Runs at exit, from multiprocessing's finalizers and from Celery's child shutdown signal; safe
+    to run twice (the second finds nothing left to send).
+    """
+    state.exiting = True
+    with state.lock:
+        engines = list(state.engines)
+    for engine in engines:
+        engine.begin_close(engine.exit_timeout())
+    for engine in engines:
+        engine.wait_closed()
+
+
+def _attach_pool_hooks() -> None:
+    """Hook into multiprocessing's and Celery's child shutdown, if this process uses them."""
+    util: Any = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        if not state.after_fork_registered:
+            state.after_fork_registered = True
+            util.register_after_fork(_token, _in_multiprocessing_child)
+        if state.finalizer_pid != os.getpid():
+            _register_finalizer(util)
+    signals: Any = sys.modules.get("celery.signals")
+    if signals is not None and not state.celery_connected:
+        state.celery_connected = True
+        signals.worker_process_shutdown.connect(
+            _on_celery_child_shutdown, weak=False, dispatch_uid="humanloop_logging.drain"
+        )
+
+
+def _register_finalizer(util: Any) -> None:
+    state.finalizer_pid = os.getpid()
+    # Priority 0 runs in the first round of multiprocessing's exit finalizers, before the
+    # process joins its own children and ends.
+    util.Finalize(None, drain_all, exitpriority=0)
+
+
+def _in_multiprocessing_child(_token: object) -> None:
+    """A new multiprocessing child, after it cleared the finalizers it inherited."""
+    util: Any = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        _register_finalizer(util)
+
+
+def _on_celery_child_shutdown(**_kwargs: Any) -> None:
+    drain_all()
+
+
+def _before_fork() -> None:
+    _attach_pool_hooks()
+
+
+def _after_fork_in_child() -> None:
+    state.lock = threading.Lock()  # the parent's may have been held at fork time
+    state.exiting = False
+    _bridge.reset_after_fork()
+    for engine in list(state.engines):
+        engine.after_fork_in_child()
+
+
+atexit.register(drain_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -2,25 +2,59 @@
 
 ``logger.info("feedback", extra={"data_id": ..., "type": "rating", "value": "good"})`` through a
 ``FeedbackHandler``, or the same keys on a structlog event through a ``FeedbackProcessor``.
+
+The public names are imported on first use (PEP 562), so ``import humanloop_logging`` (and the
+pytest plugin, which every pytest run of an environment with this package installed loads) costs
+nothing: requests, tenacity and structlog are imported, and the exit and fork hooks registered,
+only when a name that needs them is used.
 """
 
+# No "from __future__ import annotations" and private aliases: every public name of this namespace
+# is in __all__ (tests/test_exports.py).
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._version import __version__
-from .exceptions import (
-    APIError,
-    AuthenticationError,
-    ConfigurationError,
-    DeliveryError,
-    FeedbackValidationError,
-    HumanloopLoggingError,
-    QueueFullError,
-    TransportError,
-    UnprocessableEntityError,
-)
-from .handler import FeedbackHandler
-from .processor import FeedbackProcessor
-from .shipper import FeedbackShipper, FeedbackStats, Transport
-from .signals import exit_on_sigterm
-from .transport import HTTPTransport, SendControl
+
+if _TYPE_CHECKING:
+    from .exceptions import (
+        APIError,
+        AuthenticationError,
+        ConfigurationError,
+        DeliveryError,
+        FeedbackValidationError,
+        HumanloopLoggingError,
+        QueueFullError,
+        TransportError,
+        UnprocessableEntityError,
+    )
+    from .handler import FeedbackHandler
+    from .processor import FeedbackProcessor
+    from .shipper import FeedbackShipper, FeedbackStats, Transport
+    from .signals import exit_on_sigterm
+    from .transport import HTTPTransport, SendControl
+
+#: Where each public name lives.
+_MODULES = {
+    "APIError": "exceptions",
+    "AuthenticationError": "exceptions",
+    "ConfigurationError": "exceptions",
+    "DeliveryError": "exceptions",
+    "FeedbackValidationError": "exceptions",
+    "HumanloopLoggingError": "exceptions",
+    "QueueFullError": "exceptions",
+    "TransportError": "exceptions",
+    "UnprocessableEntityError": "exceptions",
+    "FeedbackHandler": "handler",
+    "FeedbackProcessor": "processor",
+    "FeedbackShipper": "shipper",
+    "FeedbackStats": "shipper",
+    "Transport": "shipper",
+    "exit_on_sigterm": "signals",
+    "HTTPTransport": "transport",
+    "SendControl": "transport",
+}
 
 __all__ = [
     "APIError",
@@ -42,3 +76,17 @@ __all__ = [
     "__version__",
     "exit_on_sigterm",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    """Import a public name's module on first use, then keep the name here."""
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

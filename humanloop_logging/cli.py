@@ -7,18 +7,21 @@ Each subcommand is one ``_add_<name>(subparsers)`` function that declares its ar
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any, Callable, Optional
+from typing import IO, Any, Callable, Optional
 
+from ._details import body_errors, item_errors
 from ._version import __version__
 from .demo import run_demo
-from .testing import FakeHumanloop
+from .testing import FLAVOURS, FakeHumanloop, RecordedRequest
 
 __all__ = ["main"]
 
@@ -120,6 +123,22 @@ def _add_serve(subparsers: Any) -> None:
         default="hl-test-key",
         help="the X-API-KEY value the stand-in accepts (default: %(default)s)",
     )
+    serve.add_argument(
+        "--flavour",
+        choices=FLAVOURS,
+        default="v1",
+        help="answer like the service on FastAPI 0.99 + pydantic 1 (v1, the v4 era) or on current "
+        "FastAPI + pydantic 2 (v2) (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--record",
+        metavar="FILE",
+        default=None,
+        help="write every accepted feedback item to FILE as a JSON line, as it was sent",
+    )
+    serve.add_argument(
+        "--quiet", action="store_true", help="print no line per request, only the summary"
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -133,16 +152,122 @@ def _port(text: str) -> int:
     return port
 
 
-def _serve(args: argparse.Namespace) -> int:
+_FLAVOUR_NAMES = {"v1": "FastAPI 0.99 on pydantic 1", "v2": "current FastAPI on pydantic 2"}
+
+
+class _RequestLog:
+    """Prints one line per request as it is answered, writes accepted items to --record, and
+    counts for the summary. Called on the stand-in's connection threads."""
+
+    def __init__(self, out: IO[str], record: Optional[IO[str]], quiet: bool) -> None:
+        self._out = out
+        self._record = record
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self.statuses: Counter[int] = Counter()
+        self.requests = 0
+        self.items_accepted = 0
+
+    def __call__(self, request: RecordedRequest) -> None:
+        line = _describe_request(request)
+        accepted = _accepted_items(request)
+        with self._lock:
+            self.requests += 1
+            self.statuses[request.status] += 1
+            if request.status == 200:
+                self.items_accepted += len(accepted)
+                if self._record is not None:
+                    for item in accepted:
+                        self._record.write(json.dumps(item, ensure_ascii=False) + "\n")
+                    self._record.flush()
+            if not self._quiet:
+                print(line, file=self._out, flush=True)
+
+    def summary(self) -> str:
+        """``Received 5 requests: 3 answered 200 (12 items accepted), 2 answered 422.``"""
+        with self._lock:
+            if not self.requests:
+                return "Received no requests."
+            parts = []
+            for status in sorted(self.statuses):
+                part = f"{self.statuses[status]} answered {status or 'nothing (dropped)'}"
+                if status == 200:
+                    part += f" ({_plural(self.items_accepted, 'item')} accepted)"
+                parts.append(part)
+            return f"Received {_plural(self.requests, 'request')}: {', '.join(parts)}."
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _accepted_items(request: RecordedRequest) -> list[Any]:
+    if request.status != 200:
+        return []
     try:
-        fake = FakeHumanloop(api_key=args.api_key, host=args.host, port=args.port)
+        body = request.json()
+    except ValueError:
+        return []
+    return body if isinstance(body, list) else [body]
+
+
+def _describe_request(request: RecordedRequest) -> str:
+    """``12:00:01 POST /v4/feedback 422, 5 items: item 1: type; item 4: value, data_id``."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(request.time))
+    line = f"{stamp} {request.method} {request.path} {request.status or 'dropped'}"
+    line += f", {_plural(request.item_count, 'item')}"
+    if request.status == 422:
+        try:
+            detail = json.loads(request.response).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        single = not request.batch
+        named = item_errors(detail, request.item_count, single=single)
+        if named:
+            line += ": " + "; ".join(
+                f"item {index}: {', '.join(field or '(the item itself)' for field, _ in fields)}"
+                for index, fields in named.items()
+            )
+        else:
+            line += ": " + "; ".join(body_errors(detail, request.item_count, single=single))
+    elif request.status not in (0, 200) and request.response:
+        try:
+            reason = json.loads(request.response).get("detail")
+        except (ValueError, AttributeError):
+            reason = request.response.decode("utf-8", "replace")
+        if isinstance(reason, str):
+            line += f": {reason}"
+    return line
+
+
+def _serve(args: argparse.Namespace) -> int:
+    record: Optional[IO[str]] = None
+    if args.record is not None:
+        try:
+            record = open(args.record, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            print(f"humanloop-logging serve: cannot write {args.record}: {exc}", file=sys.stderr)
+            return 2
+    log = _RequestLog(sys.stdout, record, args.quiet)
+    try:
+        fake = FakeHumanloop(
+            api_key=args.api_key,
+            host=args.host,
+            port=args.port,
+            flavour=args.flavour,
+            on_request=log,
+        )
     except ValueError as exc:
         print(f"humanloop-logging serve: {exc}", file=sys.stderr)
+        if record is not None:
+            record.close()
         return 2
     previous = _sigterm_as_interrupt()
+    started = False
     try:
         try:
             fake.start()
+            started = True
         except OSError as exc:
             print(
                 f"humanloop-logging serve: cannot listen on {args.host}:{args.port}: {exc}",
@@ -151,6 +276,12 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         print(f"Humanloop stand-in listening on {fake.base_url}")
         print(f"API key: {fake.api_key}")
+        print(
+            f"Answering like {_FLAVOUR_NAMES[fake.flavour]} (--flavour {fake.flavour}), "
+            f"bodies checked by {fake.validator}"
+        )
+        if record is not None:
+            print(f"Recording accepted items to {args.record}")
         print("Press Ctrl-C to stop.", flush=True)
         while True:  # the server runs on its own threads; sleep is interruptible everywhere
             time.sleep(3600)
@@ -160,6 +291,10 @@ def _serve(args: argparse.Namespace) -> int:
         fake.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if started:
+            print(log.summary(), flush=True)
+        if record is not None:
+            record.close()
     return 0
 
 

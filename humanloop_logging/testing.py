@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hmac
 import itertools
 import json
 import math
-import secrets
 import selectors
 import socket
 import socketserver
@@ -40,17 +38,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType, TracebackType
-from typing import Any, Optional, TypeVar, Union
-from urllib.parse import urlsplit
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from ._fake_validate import ErrorDetail, decode_json, unknown_datapoint_errors, validate_body
+from ._fake_validate import FEEDBACK_PATH, FLAVOURS, answer_request, body_validator
 from ._version import __version__
 from .exceptions import HumanloopLoggingError
 
-__all__ = ["ErrorLog", "FakeHumanloop", "RecordedRequest"]
-
-#: The one route the stand-in serves, as on ``https://api.humanloop.com``.
-FEEDBACK_PATH = "/v4/feedback"
+__all__ = ["FEEDBACK_PATH", "FLAVOURS", "ErrorLog", "FakeHumanloop", "RecordedRequest"]
 
 #: Longest a stop() waits for one connection thread after its socket was shut down.
 _JOIN_TIMEOUT = 5.0
@@ -75,6 +69,8 @@ class RecordedRequest:
     batch: bool
     #: Which TCP connection carried it (counts from 1 per stand-in), to check keep-alive reuse.
     connection: int
+    #: The body of the answer sent (empty when the connection was dropped instead).
+    response: bytes = b""
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError if it is not)."""
@@ -97,14 +93,11 @@ class _Answer:
     status: int
     payload: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    content_type: Optional[str] = "application/json"
 
 
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, allow_nan=False).encode("utf-8")
-
-
-def _detail(status: int, detail: Any) -> _Answer:
-    return _Answer(status, _json_bytes({"detail": detail}))
 
 
 def _format_retry_after(value: Union[str, float, None]) -> Optional[str]:
@@ -353,7 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.abort(self.connection)
             return
         self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
+        if answer.content_type is not None:
+            self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(answer.payload)))
         for name, value in answer.headers:
             self.send_header(name, value)
@@ -371,12 +365,22 @@ class FakeHumanloop:
     """
 
     def __init__(
-        self, *, api_key: str = "hl-test-key", host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        api_key: str = "hl-test-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        flavour: str = "v1",
+        validator: str = "auto",
+        on_request: Optional[Callable[[RecordedRequest], None]] = None,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {port!r}")
+        self._validator_name, self._validate = body_validator(flavour, validator)
+        self._flavour = flavour
+        self._on_request = on_request
         self.api_key = api_key
         self.host = host
         self._port = port
@@ -450,6 +454,17 @@ class FakeHumanloop:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<FakeHumanloop {self.host}:{self._port} {state}>"
+
+    @property
+    def flavour(self) -> str:
+        """Which service this stand-in answers like: ``"v1"`` (FastAPI 0.99 on pydantic 1.10, the
+        v4 era) or ``"v2"`` (current FastAPI on pydantic 2)."""
+        return self._flavour
+
+    @property
+    def validator(self) -> str:
+        """What validates bodies: ``"pydantic"`` (exact) or ``"stdlib"`` (the built-in emulation)."""
+        return self._validator_name
 
     @property
     def running(self) -> bool:
@@ -605,11 +620,11 @@ class FakeHumanloop:
     ) -> Optional[_Answer]:
         """Decide the answer to one request (None: drop the connection) and record it."""
         arrived = time.time()
-        parsed, json_errors = decode_json(body)
+        parsed = _lenient_json(body)
         batch = isinstance(parsed, list)
         item_count = len(parsed) if batch else 1 if isinstance(parsed, dict) else 0
 
-        def record(status: int, items: Optional[list[dict[str, Any]]] = None) -> None:
+        def record(status: int, items: Optional[list[Any]] = None, response: bytes = b"") -> None:
             recorded = RecordedRequest(
                 method=method,
                 path=path,
@@ -620,8 +635,11 @@ class FakeHumanloop:
                 time=arrived,
                 batch=batch,
                 connection=connection,
+                response=response,
             )
             self._record(sequence, recorded, items)
+            if self._on_request is not None:
+                self._on_request(recorded)
 
         with self._changed:
             sequence = next(self._sequence)
@@ -653,19 +671,15 @@ class FakeHumanloop:
         with self._changed:
             failure = self._failures.popleft() if method == "POST" and self._failures else None
             rejected_ids = self._rejected_data_ids
-        answer = self._service_answer(
+        answer, accepted = self._service_answer(
             method=method,
             path=path,
             headers=headers,
-            parsed=parsed,
-            json_errors=json_errors,
+            body=body,
             failure=failure,
             rejected_ids=rejected_ids,
         )
-        accepted: Optional[list[dict[str, Any]]] = None
-        if answer.status == 200 and failure is None:
-            accepted = parsed if batch else [parsed]
-        record(answer.status, accepted)
+        record(answer.status, accepted, answer.payload)
         return answer
 
     def _service_answer(
@@ -674,39 +688,37 @@ class FakeHumanloop:
         method: str,
         path: str,
         headers: Mapping[str, str],
-        parsed: Any,
-        json_errors: list[ErrorDetail],
+        body: bytes,
         failure: Optional[_Failure],
         rejected_ids: frozenset[str],
-    ) -> _Answer:
+    ) -> tuple[_Answer, Optional[list[Any]]]:
         if failure is not None:
             extra = (
                 (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
             )
-            return _Answer(failure.status, failure.body, extra)
-        if urlsplit(path).path != FEEDBACK_PATH:
-            return _detail(404, "Not Found")
-        if method != "POST":
-            return _Answer(405, _json_bytes({"detail": "Method Not Allowed"}), (("Allow", "POST"),))
-        given = headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode("utf-8"), self.api_key.encode("utf-8")):
-            return _detail(401, "Invalid API key")
-        errors = json_errors or validate_body(parsed)
-        if not errors:
-            errors = unknown_datapoint_errors(parsed, rejected_ids)
-        if errors:
-            return _detail(422, errors)
-        if isinstance(parsed, list):
-            return _Answer(200, _json_bytes([_echo(item) for item in parsed]))
-        return _Answer(200, _json_bytes(_echo(parsed)))
+            return _Answer(failure.status, failure.body, extra), None
+        answer = answer_request(
+            flavour=self._flavour,
+            validator=self._validate,
+            method=method,
+            target=path,
+            headers=headers,
+            body=body,
+            api_key=self.api_key,
+            unknown_data_ids=rejected_ids,
+        )
+        return (
+            _Answer(answer.status, answer.payload, answer.headers, answer.content_type),
+            answer.accepted,
+        )
 
 
-def _echo(item: dict[str, Any]) -> dict[str, Any]:
-    """The service's answer for one accepted item: the item, its new id, and value always present."""
-    answer = dict(item)
-    answer.setdefault("value", None)
-    answer["id"] = f"ann_{secrets.token_hex(12)}"
-    return answer
+def _lenient_json(body: bytes) -> Any:
+    """The body as JSON if it is JSON at all (to count its items), else None."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _insort_by_sequence(entries: list[Any], entry: tuple[Any, ...]) -> None:

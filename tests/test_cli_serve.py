@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Optional
 
 import pytest
 import requests
@@ -103,13 +104,64 @@ def test_serve_answers_like_the_service_and_exits_cleanly(serve: Serve, signum: 
     assert unauthorised.status_code == 401
     invalid = requests.post(url, json={"value": 1}, headers={"X-API-KEY": "k"}, timeout=10)
     assert invalid.status_code == 422
-    assert invalid.json()["detail"][0]["loc"] == ["body", "type"]
+    assert ["body", "type"] in [entry["loc"] for entry in invalid.json()["detail"]]
 
     returncode, stderr = serve.stop(signum)
     assert returncode == 0
     assert stderr == ""
     with pytest.raises(requests.ConnectionError):
         requests.post(url, json=item, headers={"X-API-KEY": "k"}, timeout=5)
+
+
+REQUEST_LINE = re.compile(r"^\d\d:\d\d:\d\d POST /v4/feedback (?P<rest>.*)$")
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_prints_each_request_a_summary_and_records_what_it_accepted(tmp_path: Path) -> None:
+    """A line per request, a summary on exit, and --record's JSON lines of accepted items."""
+    record = tmp_path / "accepted.jsonl"
+    child = Serve("--port", "0", "--api-key", "k", "--flavour", "v2", "--record", str(record))
+    try:
+        match = URL_LINE.match(child.line())
+        assert match
+        url = match.group(1) + "/feedback"
+        assert child.line() == "API key: k"
+        assert child.line().startswith(
+            "Answering like current FastAPI on pydantic 2 (--flavour v2)"
+        )
+        assert child.line() == f"Recording accepted items to {record}"
+        assert child.line() == "Press Ctrl-C to stop."
+
+        def sent(body: Any, key: str = "k", data: Optional[bytes] = None) -> str:
+            headers = {"X-API-KEY": key, "Content-Type": "application/json"}
+            payload = data if data is not None else json.dumps(body).encode()
+            requests.post(url, data=payload, headers=headers, timeout=10)
+            line = REQUEST_LINE.match(child.line())
+            assert line, "each request is one line"
+            return line.group("rest")
+
+        good = [{"type": "rating", "value": 1, "data_id": "a"}, {"type": "action", "value": "copy"}]
+        assert sent(good) == "200, 2 items"
+        bad = [good[0], {"type": "rating", "value": 1, "data_id": 5}, {"value": ["a", 1]}]
+        assert sent(bad) == "422, 3 items: item 1: data_id; item 2: type, value, value[1]"
+        assert sent({"type": "rating"}) == "422, 1 item: item 0: value"
+        assert sent(good, key="wrong") == "401, 2 items: Invalid API key"
+        assert sent(None, data=b'[{"type": ') == (
+            "422, 0 items: body is not valid JSON: Expecting value (at character 10)"
+        )
+        assert sent({"type": "issue", "value": ["slow"]}) == "200, 1 item"
+
+        returncode, stderr = child.stop(signal.SIGTERM)
+        assert (returncode, stderr) == (0, "")
+        assert child.line() == (
+            "Received 6 requests: 2 answered 200 (3 items accepted), 1 answered 401, "
+            "3 answered 422."
+        )
+    finally:
+        child.kill()
+    lines = record.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [*good, {"type": "issue", "value": ["slow"]}]
 
 
 @posix_only
@@ -151,8 +203,14 @@ def test_serve_reports_a_busy_port_and_exits_1() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["serve", "--port", "70000"], ["serve", "--port", "http"], ["bogus"]],
-    ids=["no-command", "port-too-big", "port-not-a-number", "unknown-command"],
+    [
+        [],
+        ["serve", "--port", "70000"],
+        ["serve", "--port", "http"],
+        ["serve", "--flavour", "v3"],
+        ["bogus"],
+    ],
+    ids=["no-command", "port-too-big", "port-not-a-number", "unknown-flavour", "unknown-command"],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Bad command lines are argparse usage errors (exit 2) with a message on stderr."""

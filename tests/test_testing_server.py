@@ -19,6 +19,7 @@ import requests
 from humanloop_logging.testing import FakeHumanloop
 
 ROOT = Path(__file__).resolve().parents[1]
+FIELDS = ("type", "value", "data_id", "user", "created_at", "unset")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,10 +38,21 @@ def post(
     return sender.post(fake.url, json=body, headers=headers, timeout=timeout)
 
 
-def post_raw(fake: FakeHumanloop, data: bytes) -> requests.Response:
+def post_raw(
+    fake: FakeHumanloop,
+    data: bytes,
+    *,
+    api_key: Optional[str] = None,
+    content_type: Optional[str] = "application/json",
+    url: Optional[str] = None,
+) -> requests.Response:
     """POST raw bytes, for bodies ``json.dumps`` would never produce."""
-    headers = {"X-API-KEY": fake.api_key, "Content-Type": "application/json"}
-    return requests.post(fake.url, data=data, headers=headers, timeout=10)
+    headers = {"X-API-KEY": fake.api_key if api_key is None else api_key}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return requests.post(
+        url or fake.url, data=data, headers=headers, timeout=10, allow_redirects=False
+    )
 
 
 def clean_env() -> dict[str, str]:
@@ -185,7 +197,11 @@ def test_object_body_is_answered_with_an_object(fake_humanloop: FakeHumanloop) -
     answer = response.json()
     assert isinstance(answer, dict)
     assert answer["id"].startswith("ann_")
-    assert {key: value for key, value in answer.items() if key != "id"} == item
+    # FastAPI echoes the validated model: every field, null where the item left it out.
+    assert {key: value for key, value in answer.items() if key != "id"} == {
+        **dict.fromkeys(FIELDS),
+        **item,
+    }
     assert fake_humanloop.received == [item]
     (recorded,) = fake_humanloop.requests
     assert (recorded.method, recorded.path, recorded.status) == ("POST", "/v4/feedback", 200)
@@ -199,7 +215,7 @@ def test_array_body_is_answered_with_an_array_in_order(fake_humanloop: FakeHuman
         {"type": "rating", "value": True, "data_id": "dp_1"},
         {"type": "issue", "value": ["slow", "wrong"], "created_at": "2024-05-01T12:00:00Z"},
         {"type": "comment", "unset": True, "data_id": "dp_2"},
-        {"type": "my-own-type", "value": 0.5, "extra": {"kept": True}},
+        {"type": "my-own-type", "value": 0.5, "extra": {"dropped": True}},
     ]
     response = post(fake_humanloop, items)
     assert response.status_code == 200
@@ -209,8 +225,9 @@ def test_array_body_is_answered_with_an_array_in_order(fake_humanloop: FakeHuman
     assert all(entry["id"].startswith("ann_") for entry in answer)
     assert len({entry["id"] for entry in answer}) == len(items)
     assert answer[2]["value"] is None  # an unset item still has a value in the answer
-    assert answer[3]["extra"] == {"kept": True}
-    assert fake_humanloop.received == items
+    assert answer[1]["created_at"] == "2024-05-01T12:00:00+00:00"  # as pydantic 1 writes it
+    assert "extra" not in answer[3]  # unknown fields are ignored, as pydantic does
+    assert fake_humanloop.received == items  # what was sent, unknown fields included
     (recorded,) = fake_humanloop.requests
     assert (recorded.item_count, recorded.batch) == (4, True)
 
@@ -305,10 +322,13 @@ def test_missing_or_wrong_api_key_is_401(
     assert [recorded.status for recorded in fake_humanloop.requests] == [401]
 
 
-def test_auth_is_checked_before_the_body(fake_humanloop: FakeHumanloop) -> None:
-    """An invalid body with a wrong key is a 401, not a 422."""
-    response = post(fake_humanloop, {"value": 1}, api_key="nope")
-    assert response.status_code == 401
+def test_the_body_is_parsed_and_validated_before_the_key(fake_humanloop: FakeHumanloop) -> None:
+    """As in the FastAPI service: broken JSON or an invalid body with a wrong key is a 422."""
+    assert post_raw(fake_humanloop, b"[{", api_key="nope").status_code == 422
+    assert post(fake_humanloop, {"type": None, "value": 1}, api_key="nope").status_code == 422
+    assert post(fake_humanloop, {"type": "rating", "value": 1}, api_key="nope").status_code == 401
+    # The value-unless-unset rule is the endpoint's own, so it comes after the key.
+    assert post(fake_humanloop, {"type": "rating"}, api_key="nope").status_code == 401
 
 
 def test_unknown_path_is_404(fake_humanloop: FakeHumanloop) -> None:
@@ -349,33 +369,26 @@ def test_query_string_is_ignored_by_routing(fake_humanloop: FakeHumanloop) -> No
 
 
 def test_422_for_a_single_object_names_every_bad_field(fake_humanloop: FakeHumanloop) -> None:
-    """A bad object body gets one detail entry per bad field, located without an index."""
+    """pydantic 1: the array branch refuses the body; each bad field is listed once per union member."""
     body = {"type": 3, "value": {"a": 1}, "user": None, "created_at": "yesterday", "unset": "no"}
     response = post(fake_humanloop, body)
     assert response.status_code == 422
+    value_loc = ["body", "value"]
     assert response.json() == {
         "detail": [
-            {"loc": ["body", "type"], "msg": "str type expected", "type": "type_error.str"},
+            {"loc": ["body"], "msg": "value is not a valid list", "type": "type_error.list"},
             {
-                "loc": ["body", "value"],
-                "msg": "value is not a valid feedback value "
-                "(boolean, number, string or list of strings)",
-                "type": "type_error.union",
+                "loc": value_loc,
+                "msg": "value could not be parsed to a boolean",
+                "type": "type_error.bool",
             },
-            {
-                "loc": ["body", "user"],
-                "msg": "none is not an allowed value",
-                "type": "type_error.none.not_allowed",
-            },
+            {"loc": value_loc, "msg": "value is not a valid float", "type": "type_error.float"},
+            {"loc": value_loc, "msg": "value is not a valid list", "type": "type_error.list"},
+            {"loc": value_loc, "msg": "str type expected", "type": "type_error.str"},
             {
                 "loc": ["body", "created_at"],
                 "msg": "invalid datetime format",
                 "type": "value_error.datetime",
-            },
-            {
-                "loc": ["body", "unset"],
-                "msg": "value is not a valid boolean",
-                "type": "type_error.bool",
             },
         ]
     }
@@ -383,27 +396,52 @@ def test_422_for_a_single_object_names_every_bad_field(fake_humanloop: FakeHuman
     assert fake_humanloop.requests[0].status == 422
 
 
+ARRAY_WITH_BAD_ITEMS: list[Any] = [
+    {"type": "rating", "value": 1},
+    {"value": "no type"},
+    "not an object",
+    {"type": "rating", "value": 2},
+    {"type": "rating", "value": ["ok", {}], "data_id": 7},
+]
+
+
 def test_422_for_an_array_names_every_bad_item(fake_humanloop: FakeHumanloop) -> None:
-    """Every bad item of an array is located by index; the good items are not accepted either."""
-    body = [
-        {"type": "rating", "value": 1},
-        {"value": "no type"},
-        "not an object",
-        {"type": "rating", "value": 2},
-        {"type": "rating", "value": ["ok", 3], "data_id": 7},
-    ]
-    response = post(fake_humanloop, body)
+    """pydantic 1: every bad item located by index, the object branch's ["body"] last."""
+    response = post(fake_humanloop, ARRAY_WITH_BAD_ITEMS)
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert [(entry["loc"], entry["type"]) for entry in detail] == [
         (["body", 1, "type"], "value_error.missing"),
         (["body", 2], "type_error.dict"),
-        (["body", 4, "value"], "type_error.union"),
-        (["body", 4, "data_id"], "type_error.str"),
+        (["body", 4, "value"], "type_error.bool"),
+        (["body", 4, "value"], "type_error.float"),
+        (["body", 4, "value", 1], "type_error.str"),
+        (["body", 4, "value"], "type_error.str"),
+        (["body"], "type_error.dict"),
     ]
     assert detail[0]["msg"] == "field required"
     assert fake_humanloop.received == []
     assert fake_humanloop.requests[0].item_count == 5
+
+
+def test_422_for_an_array_in_the_v2_flavour_carries_union_tags() -> None:
+    """pydantic 2: union tags in loc, and the object branch's entry echoing the body."""
+    with FakeHumanloop(flavour="v2") as fake:
+        response = post(fake, ARRAY_WITH_BAD_ITEMS)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    tag = "list[FeedbackRequest]"
+    assert [(entry["loc"], entry["type"]) for entry in detail] == [
+        (["body", tag, 1, "type"], "missing"),
+        (["body", tag, 2], "model_attributes_type"),
+        (["body", tag, 4, "value", "bool"], "bool_type"),
+        (["body", tag, 4, "value", "float"], "float_type"),
+        (["body", tag, 4, "value", "list[str]", 1], "string_type"),
+        (["body", tag, 4, "value", "str"], "string_type"),
+        (["body", tag, 4, "data_id"], "string_type"),
+        (["body", "FeedbackRequest"], "model_attributes_type"),
+    ]
+    assert detail[-1]["input"] == ARRAY_WITH_BAD_ITEMS
 
 
 def test_value_is_required_unless_unset(fake_humanloop: FakeHumanloop) -> None:
@@ -417,22 +455,31 @@ def test_value_is_required_unless_unset(fake_humanloop: FakeHumanloop) -> None:
     assert post(fake_humanloop, {"type": "rating", "unset": True}).status_code == 200
 
 
-@pytest.mark.parametrize("created_at", ["2024-02-29T23:59:59.123+05:30", "2024-01-01t00:00:00z"])
-def test_rfc3339_datetimes_are_accepted(fake_humanloop: FakeHumanloop, created_at: str) -> None:
-    """created_at accepts what the schema's date-time format accepts (case-insensitive T and Z)."""
-    response = post(fake_humanloop, {"type": "rating", "value": 1, "created_at": created_at})
-    assert response.status_code == 200
+DATETIMES = {
+    # created_at: (v1 accepts, v2 accepts)
+    "2024-02-29T23:59:59.123+05:30": (True, True),
+    "2024-01-01T00:00:00": (True, True),  # naive
+    "2024-01-01 00:00:00Z": (True, True),  # a space for the T
+    1700000000: (True, True),  # Unix seconds
+    "2024-01-01t00:00:00z": (False, True),  # lower-case t and z
+    "2024-01-01": (False, True),  # a date alone
+    "2024-1-1T00:00:00Z": (True, False),  # one-digit month and day
+    "2023-02-29T00:00:00Z": (False, False),
+    "0000-01-01T00:00:00Z": (False, False),
+    "yesterday": (False, False),
+}
 
 
-@pytest.mark.parametrize(
-    "created_at",
-    ["2023-02-29T00:00:00Z", "2024-01-01 00:00:00Z", "2024-01-01T00:00:00", "0000-01-01T00:00:00Z"],
-)
-def test_non_rfc3339_datetimes_are_rejected(fake_humanloop: FakeHumanloop, created_at: str) -> None:
-    """Impossible dates, a missing T or a missing offset are value_error.datetime."""
-    response = post(fake_humanloop, {"type": "rating", "value": 1, "created_at": created_at})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["type"] == "value_error.datetime"
+@pytest.mark.parametrize("flavour", ["v1", "v2"])
+@pytest.mark.parametrize("created_at", list(DATETIMES))
+def test_created_at_is_parsed_as_each_pydantic_parses_it(
+    flavour: str, created_at: Union[str, int]
+) -> None:
+    """created_at accepts what the service's pydantic accepts, which is not RFC 3339 exactly."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        response = post(fake, [{"type": "rating", "value": 1, "created_at": created_at}])
+    accepted = DATETIMES[created_at][0 if flavour == "v1" else 1]
+    assert response.status_code == (200 if accepted else 422)
 
 
 @pytest.mark.parametrize("body", ["a string", 5, None, True])
@@ -445,33 +492,57 @@ def test_body_must_be_an_object_or_an_array(fake_humanloop: FakeHumanloop, body:
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
-def test_non_finite_numbers_are_invalid_json(fake_humanloop: FakeHumanloop, token: str) -> None:
-    """NaN, Infinity and overflowing numbers are refused as JSON, at the offending position."""
-    data = f'{{"type": "rating", "value": {token}}}'.encode()
-    response = post_raw(fake_humanloop, data)
-    assert response.status_code == 422
-    (entry,) = response.json()["detail"]
-    assert entry["type"] == "json_invalid"
-    assert entry["msg"] == "JSON decode error"
-    assert entry["loc"] == ["body", data.index(token.encode())]
-    assert fake_humanloop.received == []
-    assert fake_humanloop.requests[0].item_count == 0
+def test_non_finite_values_are_500_on_v1_and_null_on_v2(token: str) -> None:
+    """NaN, Infinity and 1e400 parse; FastAPI 0.99 cannot render them (500), pydantic 2 writes null."""
+    data = f'[{{"type": "rating", "value": {token}}}]'.encode()
+    with FakeHumanloop(flavour="v1") as fake:
+        response = post_raw(fake, data)
+        assert response.status_code == 500
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.text == "Internal Server Error"
+        assert fake.received == []
+    with FakeHumanloop(flavour="v2") as fake:
+        response = post_raw(fake, data)
+        assert response.status_code == 200
+        assert response.json()[0]["value"] is None
 
 
-def test_invalid_json_is_located(fake_humanloop: FakeHumanloop) -> None:
-    """Malformed JSON is one json_invalid entry with the character position and the reason."""
-    response = post_raw(fake_humanloop, b'{"type": "rating", "value": }')
-    assert response.status_code == 422
-    assert response.json() == {
-        "detail": [
+@pytest.mark.parametrize(
+    ("flavour", "expected"),
+    [
+        (
+            "v1",
             {
                 "loc": ["body", 28],
-                "msg": "JSON decode error",
+                "msg": "Expecting value: line 1 column 29 (char 28)",
+                "type": "value_error.jsondecode",
+                "ctx": {
+                    "msg": "Expecting value",
+                    "doc": '{"type": "rating", "value": }',
+                    "pos": 28,
+                    "lineno": 1,
+                    "colno": 29,
+                },
+            },
+        ),
+        (
+            "v2",
+            {
                 "type": "json_invalid",
+                "loc": ["body", 28],
+                "msg": "JSON decode error",
+                "input": {},
                 "ctx": {"error": "Expecting value"},
-            }
-        ]
-    }
+            },
+        ),
+    ],
+)
+def test_invalid_json_is_located(flavour: str, expected: dict[str, Any]) -> None:
+    """Malformed JSON is one entry with the character position, in each flavour's shape."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        response = post_raw(fake, b'{"type": "rating", "value": }')
+    assert response.status_code == 422
+    assert response.json() == {"detail": [expected]}
 
 
 def test_empty_body_is_a_missing_body(fake_humanloop: FakeHumanloop) -> None:
@@ -481,6 +552,130 @@ def test_empty_body_is_a_missing_body(fake_humanloop: FakeHumanloop) -> None:
     assert response.json()["detail"] == [
         {"loc": ["body"], "msg": "field required", "type": "value_error.missing"}
     ]
+
+
+# -- flavours: where the two FastAPI stacks answer differently -------------------------------------
+
+
+def test_flavour_and_validator_are_checked_and_reported() -> None:
+    """An unknown flavour or validator is a ValueError; the chosen ones are readable."""
+    with pytest.raises(ValueError, match="flavour"):
+        FakeHumanloop(flavour="v3")
+    with pytest.raises(ValueError, match="validator"):
+        FakeHumanloop(validator="jsonschema")
+    fake = FakeHumanloop(flavour="v2", validator="stdlib")
+    assert (fake.flavour, fake.validator) == ("v2", "stdlib")
+    assert FakeHumanloop().flavour == "v1"  # the v4 era
+    assert FakeHumanloop().validator in ("pydantic", "stdlib")
+
+
+@pytest.mark.parametrize("flavour", ["v1", "v2"])
+def test_trailing_slash_is_redirected(flavour: str) -> None:
+    """Starlette answers 307 to the path without the slash (query kept), and records nothing."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        response = post_raw(fake, b'{"type": "rating", "value": 1}', url=fake.url + "/?a=1")
+        assert response.status_code == 307
+        assert response.headers["Location"] == fake.url + "?a=1"
+        assert response.content == b""
+        assert "Content-Type" not in response.headers
+        assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("flavour", "content_type", "status"),
+    [
+        ("v1", None, 200),  # FastAPI 0.99 reads a body without Content-Type as JSON
+        ("v2", None, 422),  # FastAPI >= 0.132 does not
+        ("v1", "text/plain", 422),
+        ("v2", "text/plain", 422),
+        ("v1", "application/merge-patch+json; charset=utf-8", 200),
+        ("v2", "Application/JSON", 200),
+    ],
+)
+def test_content_type_decides_whether_the_body_is_json(
+    flavour: str, content_type: Optional[str], status: int
+) -> None:
+    """A body that is not declared JSON is validated as bytes: neither an array nor an object."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        data = b'[{"type": "rating", "value": 1}]'
+        response = post_raw(fake, data, content_type=content_type)
+    assert response.status_code == status
+    if status == 422:
+        assert [entry["loc"][:2] for entry in response.json()["detail"]] == (
+            [["body"], ["body"]]
+            if flavour == "v1"
+            else [["body", "list[FeedbackRequest]"], ["body", "FeedbackRequest"]]
+        )
+
+
+@pytest.mark.parametrize("flavour", ["v1", "v2"])
+def test_a_lone_surrogate_is_a_500(flavour: str) -> None:
+    """The service cannot encode its answer as UTF-8, so uvicorn answers 500 in plain text."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        response = post_raw(fake, b'[{"type": "rating", "value": "\\ud800"}]')
+        assert (response.status_code, response.text) == (500, "Internal Server Error")
+        assert fake.received == []
+        assert fake.requests[0].status == 500
+
+
+def test_an_integer_no_double_holds_is_500_on_v1_and_422_on_v2() -> None:
+    """pydantic 1 lets float()'s OverflowError escape; pydantic 2 reports the value."""
+    data = b'[{"type": "rating", "value": %d}]' % 2**1024
+    with FakeHumanloop(flavour="v1") as fake:
+        assert post_raw(fake, data).status_code == 500
+    with FakeHumanloop(flavour="v2") as fake:
+        response = post_raw(fake, data)
+    assert response.status_code == 422
+    assert [entry["loc"] for entry in response.json()["detail"]][:2] == [
+        ["body", "list[FeedbackRequest]", 0, "value", "bool"],
+        ["body", "list[FeedbackRequest]", 0, "value", "float"],
+    ]
+
+
+@pytest.mark.parametrize("flavour", ["v1", "v2"])
+def test_a_body_that_is_not_utf8_is_a_400(flavour: str) -> None:
+    """json.loads raises something other than a JSON error, which FastAPI answers with 400."""
+    with FakeHumanloop(flavour=flavour) as fake:
+        response = post_raw(fake, b'[{"type": "rating", "value": "\xff"}]')
+    assert response.status_code == 400
+    assert response.json() == {"detail": "There was an error parsing the body"}
+
+
+def test_v1_coerces_and_accepts_nulls_where_v2_refuses() -> None:
+    """pydantic 1 turns 5 into "5", 1 into true, accepts null; pydantic 2 refuses all three."""
+    item = {"type": "rating", "value": 1, "data_id": 5, "user": None}
+    with FakeHumanloop(flavour="v1") as fake:
+        response = post(fake, [item])
+        assert response.status_code == 200
+        answer = response.json()[0]
+        assert (answer["value"], answer["data_id"], answer["user"]) == (True, "5", None)
+        assert fake.received == [item]  # recorded as sent
+    with FakeHumanloop(flavour="v2") as fake:
+        response = post(fake, [item])
+        assert response.status_code == 422
+        assert [entry["loc"][-1] for entry in response.json()["detail"]] == [
+            "data_id",
+            "user",
+            "FeedbackRequest",
+        ]
+        assert post(fake, [{"type": "rating", "value": 1}]).json()[0]["value"] == 1.0
+
+
+def test_each_recorded_request_keeps_its_answer_and_is_reported() -> None:
+    """RecordedRequest.response holds the body sent back; on_request sees every request once."""
+    seen: list[tuple[int, int]] = []
+    with FakeHumanloop(
+        on_request=lambda request: seen.append((request.status, request.item_count))
+    ) as fake:
+        post(fake, [{"type": "rating", "value": 1}, {"type": 5}])
+        post(fake, [{"type": "rating", "value": 1}])
+        fake.fail_next(1, 503)
+        post(fake, [])
+        recorded = fake.requests
+    assert seen == [(422, 2), (200, 1), (503, 0)]
+    assert json.loads(recorded[0].response)["detail"][0]["loc"] == ["body", 1, "value"]
+    assert json.loads(recorded[1].response)[0]["id"].startswith("ann_")
+    assert json.loads(recorded[2].response) == {"detail": "Service Unavailable"}
 
 
 # -- fault injection -------------------------------------------------------------------------------
@@ -740,6 +935,70 @@ def test_importing_testing_does_not_import_pytest() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+HEAVY = (
+    "requests",
+    "tenacity",
+    "structlog",
+    "humanloop_logging.testing",
+    "humanloop_logging.shipper",
+)
+
+
+@pytest.mark.slow
+def test_loading_the_plugin_imports_nothing_heavy_and_registers_no_hook() -> None:
+    """What pytest loads in every run: no requests, tenacity, structlog or stand-in, no atexit hook."""
+    code = (
+        "import atexit, sys, pytest\n"
+        "before = atexit._ncallbacks()\n"
+        "import humanloop_logging.pytest_plugin\n"
+        f"heavy = sorted(m for m in sys.modules if m.startswith({HEAVY!r}))\n"
+        "print(heavy, atexit._ncallbacks() - before)\n"
+        "raise SystemExit(1 if heavy or atexit._ncallbacks() != before else 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_a_pytest_run_that_does_not_use_the_fixture_imports_nothing_heavy(tmp_path: Path) -> None:
+    """A pytest run that ignores the fixture imports nothing heavy; public names import on use."""
+    (tmp_path / "test_plain.py").write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+
+            def test_nothing_heavy_was_imported():
+                assert "humanloop_logging.pytest_plugin" in sys.modules
+                assert [m for m in sys.modules if m.startswith({HEAVY!r})] == []
+
+            def test_public_names_import_on_first_use():
+                import humanloop_logging
+
+                assert humanloop_logging.FeedbackProcessor.__name__ == "FeedbackProcessor"
+                assert "structlog" in sys.modules
+            """
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
 
 
 # -- helpers ---------------------------------------------------------------------------------------

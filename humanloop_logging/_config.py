@@ -1,16 +1,32 @@
-"""Settings: argument, then environment variable, then default; validated once, at construction."""
+"""Settings: declared once, here; argument, then environment variable, then default; validated once.
+
+Each setting is one field of :class:`Settings`, made by :func:`setting`: its type is the field's
+annotation, and its default, environment variable, rule and one line of documentation ride along
+in the field. Everything else is read off those fields: :func:`resolve`, the constructors' run-time
+signatures (:func:`takes_settings`), ``shipper.SETTING_NAMES`` and README.md's settings table
+(:func:`settings_table`; ``python -m humanloop_logging._config`` prints it). Only
+:class:`SettingsArgs`, which type checkers need spelled out, repeats names and types;
+tests/test_config.py holds it, the signatures and the README to these fields.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import inspect
 import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypedDict, TypeVar, Union, overload
 from urllib.parse import urlsplit
 
+from ._report import ErrorCallback
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 DEFAULT_BASE_URL = "https://api.humanloop.com/v4"
 DEFAULT_BATCH_SIZE = 100
@@ -19,73 +35,420 @@ DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_RETRY_TIME = 60.0
 DEFAULT_EXIT_TIMEOUT = 5.0
+DEFAULT_MAX_SPOOL_BYTES = 100 * 2**20
+DEFAULT_SPOOL_MAX_AGE = 7 * 86_400.0
+#: The smallest spool accepted; a smaller one would hold too little to ride out an outage.
+MIN_SPOOL_BYTES = 64 * 2**10
 
 #: Feedback fields, and the record attribute / event-dict key each is read from by default.
 FEEDBACK_FIELDS = ("data_id", "type", "value", "user", "created_at", "unset")
 
-ENV = {
-    "api_key": "HUMANLOOP_API_KEY",
-    "base_url": "HUMANLOOP_BASE_URL",
-    "batch_size": "HUMANLOOP_FEEDBACK_BATCH_SIZE",
-    "flush_interval": "HUMANLOOP_FEEDBACK_FLUSH_INTERVAL",
-    "max_queue_size": "HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE",
-    "timeout": "HUMANLOOP_FEEDBACK_TIMEOUT",
-    "max_retry_time": "HUMANLOOP_FEEDBACK_MAX_RETRY_TIME",
-    "exit_timeout": "HUMANLOOP_FEEDBACK_EXIT_TIMEOUT",
-    "default_user": "HUMANLOOP_FEEDBACK_USER",
-    "blocking": "HUMANLOOP_FEEDBACK_BLOCKING",
-    "allow_insecure_http": "HUMANLOOP_ALLOW_INSECURE_HTTP",
-}
+#: The settings constructors also take by position, in this order; the rest are keyword-only.
+POSITIONAL = ("api_key", "base_url")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _show(default: object) -> str:
+    return f"`{default}`"
+
+
+@dataclass(frozen=True)
+class Rule(Generic[T]):
+    """What one setting accepts, and how its environment text and default are read.
+
+    ``check`` returns the value to keep, or raises ValueError with the words that follow the
+    setting's name. ``parse`` turns environment text into a value for ``check`` and refuses
+    nothing itself, so an argument and a variable are refused in the same words.
+    """
+
+    check: Callable[[object], T]
+    parse: Callable[[str], object] = str
+    #: The default as README.md shows it.
+    show: Callable[[T], str] = _show
+    #: Argument types accepted beyond the setting's own (converted by ``check``).
+    accepts: tuple[object, ...] = ()
+    #: Added to the message when a required setting is missing.
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One setting as declared: read off a field of :class:`Settings`."""
+
+    name: str
+    default: object
+    required: bool
+    env: Optional[str]
+    rule: Rule[Any]
+    doc: str
+
+
+_SPEC = "humanloop_logging.setting"
+
+
+@overload
+def setting(
+    rule: Rule[T], *, env: Optional[str], doc: str, repr: bool = ..., compare: bool = ...
+) -> T: ...
+@overload
+def setting(
+    rule: Rule[T],
+    default: T,
+    *,
+    env: Optional[str],
+    doc: str,
+    repr: bool = ...,
+    compare: bool = ...,
+) -> T: ...
+@overload
+def setting(
+    rule: Rule[T],
+    default: None,
+    *,
+    env: Optional[str],
+    doc: str,
+    repr: bool = ...,
+    compare: bool = ...,
+) -> Optional[T]: ...
+def setting(
+    rule: Rule[Any],
+    default: object = dataclasses.MISSING,
+    *,
+    env: Optional[str],
+    doc: str,
+    repr: bool = True,
+    compare: bool = True,
+) -> Any:
+    """Declare one field of :class:`Settings`; no default means required."""
+    metadata = {_SPEC: (env, rule, doc)}
+    return dataclasses.field(default=default, repr=repr, compare=compare, metadata=metadata)
+
+
+# -- rules -----------------------------------------------------------------------------------------
+
+
+def _lenient(convert: Callable[[str], object]) -> Callable[[str], object]:
+    """Environment text converted, or left as text for the check to refuse in its own words."""
+
+    def parse(raw: str) -> object:
+        try:
+            return convert(raw)
+        except ValueError:
+            return raw
+
+    return parse
+
+
+def _parse_flag(raw: str) -> object:
+    lowered = raw.lower()
+    return True if lowered in _TRUE else False if lowered in _FALSE else raw
+
+
+def _check_flag(value: object) -> bool:
+    if not isinstance(value, bool):  # "false" or 0 must never mean yes
+        raise ValueError(
+            f"must be True or False (in the environment {'/'.join(_TRUE)} or "
+            f"{'/'.join(_FALSE)}), got {value!r}"
+        )
+    return value
+
+
+def _in_units(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 2**20 else f"{size >> 10} KiB"
+
+
+def _whole(minimum: int, *, bytes_: bool = False) -> Rule[int]:
+    def words(number: int) -> str:
+        return f"{number} ({_in_units(number)})" if bytes_ else str(number)
+
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"must be a whole number >= {words(minimum)}, got {value!r}")
+        return value
+
+    show = (lambda size: f"`{size}` ({_in_units(size)})") if bytes_ else _show
+    return Rule(check, parse=_lenient(int), show=show)
+
+
+def _show_seconds(default: float) -> str:
+    days = f" ({default / 86_400:g} days)" if default >= 86_400 else ""
+    return f"`{default!r}` s{days}"
+
+
+def _seconds(*, allow_zero: bool) -> Rule[float]:
+    bound = ">= 0" if allow_zero else "> 0"
+
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"must be a number of seconds, got {value!r}")
+        if math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+            raise ValueError(f"must be a finite number {bound}, got {value!r}")
+        return float(value)
+
+    return Rule(check, parse=_lenient(float), show=_show_seconds)
+
+
+def _check_text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return value
+
+
+def _check_api_key(value: object) -> str:
+    # Never echoed: whatever was passed here may be the key.
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    key = value.strip()
+    if not key:
+        raise ValueError("must not be empty")
+    if key.lower().startswith(("http://", "https://")):
+        raise ValueError(
+            "looks like a URL: pass the key as api_key and the URL as base_url "
+            "(FeedbackHandler(api_key, base_url), or by keyword)"
+        )
+    return key
+
+
+def _check_base_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # Not echoed: text that is no URL at all may be the key, passed in the wrong place.
+        got = f"a {parts.scheme!r} URL" if parts.scheme and parts.netloc else "text that is no URL"
+        raise ValueError(
+            f"must be an http(s) URL such as {DEFAULT_BASE_URL}, got {got} "
+            "(api_key and base_url swapped?)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials; pass api_key instead")
+    return value.rstrip("/")
+
+
+def _check_path(value: object) -> str:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"must be a non-empty path, got {value!r}")
+    # Absolute now: a later chdir (daemons do) must not move the file.
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _check_callback(value: object) -> ErrorCallback:
+    if not callable(value):
+        raise ValueError(f"must be callable, got {value!r}")
+    return value
+
+
+_API_KEY = Rule(
+    _check_api_key,
+    show=lambda _: "(required)",
+    hint=" (for local tests, FakeHumanloop.api_key)",
+)
+_TEXT = Rule(_check_text)
+_FLAG = Rule(_check_flag, parse=_parse_flag)
+_PATH = Rule(_check_path, accepts=(os.PathLike[str],))
+_CALLBACK: Rule[ErrorCallback] = Rule(_check_callback)
+
+
+# -- the declaration -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings of one shipper. The key is kept out of ``repr``."""
+    """Resolved settings of one shipper, and the declaration of every setting, in order.
 
-    api_key: str = field(repr=False)
-    base_url: str
-    batch_size: int
-    flush_interval: float
-    max_queue_size: int
-    timeout: float
-    max_retry_time: float
-    exit_timeout: float
-    default_user: str | None
-    blocking: bool
-    allow_insecure_http: bool
+    A new setting is one more field here and its line in :class:`SettingsArgs`;
+    tests/test_config.py says what else must follow (the README's table). The key is kept out of
+    ``repr``.
+    """
+
+    api_key: str = setting(
+        _API_KEY,
+        env="HUMANLOOP_API_KEY",
+        doc="sent as `X-API-KEY`; never logged, never in a `repr` or an exception",
+        repr=False,
+    )
+    base_url: str = setting(
+        Rule(_check_base_url),
+        DEFAULT_BASE_URL,
+        env="HUMANLOOP_BASE_URL",
+        doc="requests go to `{base_url}/feedback`",
+    )
+    batch_size: int = setting(
+        _whole(1),
+        DEFAULT_BATCH_SIZE,
+        env="HUMANLOOP_FEEDBACK_BATCH_SIZE",
+        doc="most records in one request; a full batch is sent at once",
+    )
+    flush_interval: float = setting(
+        _seconds(allow_zero=False),
+        DEFAULT_FLUSH_INTERVAL,
+        env="HUMANLOOP_FEEDBACK_FLUSH_INTERVAL",
+        doc="longest a record waits for its batch to fill",
+    )
+    max_queue_size: int = setting(
+        _whole(1),
+        DEFAULT_MAX_QUEUE_SIZE,
+        env="HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE",
+        doc="records waiting beyond this are dropped and counted",
+    )
+    timeout: float = setting(
+        _seconds(allow_zero=False),
+        DEFAULT_TIMEOUT,
+        env="HUMANLOOP_FEEDBACK_TIMEOUT",
+        doc="the most one request may take in total, connecting to last byte "
+        "(a server trickling its answer is cut off too)",
+    )
+    max_retry_time: float = setting(
+        _seconds(allow_zero=True),
+        DEFAULT_MAX_RETRY_TIME,
+        env="HUMANLOOP_FEEDBACK_MAX_RETRY_TIME",
+        doc="how long one batch is retried before it is given up on (`0`: no retries)",
+    )
+    exit_timeout: float = setting(
+        _seconds(allow_zero=True),
+        DEFAULT_EXIT_TIMEOUT,
+        env="HUMANLOOP_FEEDBACK_EXIT_TIMEOUT",
+        doc="total time `close()` and the exit hook spend draining",
+    )
+    default_user: Optional[str] = setting(
+        _TEXT,
+        None,
+        env="HUMANLOOP_FEEDBACK_USER",
+        doc="`user` for records that do not name one",
+    )
+    blocking: bool = setting(
+        _FLAG,
+        False,
+        env="HUMANLOOP_FEEDBACK_BLOCKING",
+        doc="send on the caller's thread (scripts, serverless); see below",
+    )
+    allow_insecure_http: bool = setting(
+        _FLAG,
+        False,
+        env="HUMANLOOP_ALLOW_INSECURE_HTTP",
+        doc="allow `http://` to a host that is not loopback",
+    )
+    spool_path: Optional[str] = setting(
+        _PATH,
+        None,
+        env="HUMANLOOP_FEEDBACK_SPOOL_PATH",
+        doc="SQLite file that keeps feedback across crashes, restarts and outages; off by default",
+    )
+    max_spool_bytes: int = setting(
+        _whole(MIN_SPOOL_BYTES, bytes_=True),
+        DEFAULT_MAX_SPOOL_BYTES,
+        env="HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES",
+        doc="the spool's size limit; past it the oldest records are dropped and counted",
+    )
+    spool_max_age: float = setting(
+        _seconds(allow_zero=False),
+        DEFAULT_SPOOL_MAX_AGE,
+        env="HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE",
+        doc="records older than this are given up on, counted failed",
+    )
+    on_error: Optional[ErrorCallback] = setting(  # noqa: RUF009 (a field(), made once)
+        _CALLBACK,
+        None,
+        env=None,
+        doc="`callable(HumanloopLoggingError)`, called for every record refused, rejected or "
+        "given up on",
+        repr=False,
+        compare=False,
+    )
 
     @property
     def feedback_url(self) -> str:
         return f"{self.base_url}/feedback"
 
 
-def _pick(
-    name: str,
-    given: T | None,
-    parse: Callable[[str], T],
-    default: T,
-    environ: Mapping[str, str],
-) -> T:
-    if given is not None:
-        return given
-    raw = environ.get(ENV[name], "").strip()
-    if not raw:
-        return default
+class SettingsArgs(TypedDict, total=False):
+    """The keyword-only settings, for ``**settings: Unpack[SettingsArgs]``; None means unset.
+
+    Type checkers cannot derive this from :class:`Settings`, so it repeats the names and types;
+    tests/test_config.py holds it to the declaration.
+    """
+
+    batch_size: Optional[int]
+    flush_interval: Optional[float]
+    max_queue_size: Optional[int]
+    timeout: Optional[float]
+    max_retry_time: Optional[float]
+    exit_timeout: Optional[float]
+    default_user: Optional[str]
+    blocking: Optional[bool]
+    allow_insecure_http: Optional[bool]
+    spool_path: Optional[Union[str, os.PathLike[str]]]
+    max_spool_bytes: Optional[int]
+    spool_max_age: Optional[float]
+    on_error: Optional[ErrorCallback]
+
+
+def _declared(field: dataclasses.Field[Any]) -> Declared:
+    env, rule, doc = field.metadata[_SPEC]
+    required = field.default is dataclasses.MISSING
+    return Declared(field.name, None if required else field.default, required, env, rule, doc)
+
+
+#: Every setting, in declaration order (the order of signatures and of the README's table).
+SETTINGS = tuple(_declared(field) for field in dataclasses.fields(Settings))
+NAMES = tuple(declared.name for declared in SETTINGS)
+#: The settings constructors take as ``**settings``.
+KEYWORDS = tuple(name for name in NAMES if name not in POSITIONAL)
+ENV = {declared.name: declared.env for declared in SETTINGS if declared.env}
+
+
+# -- resolving -------------------------------------------------------------------------------------
+
+
+def refuse_unknown(owner: Callable[..., object], given: Mapping[str, object]) -> None:
+    """Refuse keywords no setting declares, as Python refuses a name a signature lacks.
+
+    ``**settings`` would otherwise swallow a misspelt setting silently; the closest known name
+    (settings and ``owner``'s own parameters) is suggested.
+    """
+    unknown = sorted(given.keys() - set(KEYWORDS))
+    if not unknown:
+        return
+    known = [*NAMES, *inspect.signature(owner).parameters]
+    problems = []
+    for name in unknown:
+        # Same words in another order first (spool_max_bytes), then spelling (batchsize).
+        words = sorted(name.lower().split("_"))
+        close = [k for k in known if sorted(k.split("_")) == words]
+        close = close or difflib.get_close_matches(name, known, n=1)
+        problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    what = "unexpected keyword arguments" if len(unknown) > 1 else "an unexpected keyword argument"
+    qualname = getattr(owner, "__qualname__", repr(owner))
+    raise TypeError(f"{qualname}() got {what} {', '.join(problems)}")
+
+
+def _resolve_one(declared: Declared, given: object, environ: Mapping[str, str]) -> object:
+    """Argument, else environment variable, else default; checked by the setting's rule."""
+    value, source = given, ""
+    if value is None and declared.env is not None:
+        raw = environ.get(declared.env, "").strip()
+        if raw:
+            value, source = declared.rule.parse(raw), declared.env
+    name = declared.name
+    if value is None:
+        if declared.required:
+            where = f" or set {declared.env}" if declared.env else ""
+            raise ConfigurationError(f"no {name}: pass {name}={where}{declared.rule.hint}")
+        return declared.default
     try:
-        return parse(raw)
-    except ValueError:
-        raise ConfigurationError(f"{ENV[name]}={raw!r} is not a valid {name}") from None
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
+        return declared.rule.check(value)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"{name} {exc}" + (f" (from {source})" if source else "")
+        ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -97,97 +460,76 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_url(base_url: str, allow_insecure_http: bool) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # Not echoed: text that is no URL at all may be the key, passed in the wrong place.
-        got = f"a {parts.scheme!r} URL" if parts.scheme and parts.netloc else "text that is no URL"
-        raise ConfigurationError(
-            f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {got} "
-            "(api_key and base_url swapped?)"
-        )
-    if parts.query or parts.fragment:
-        raise ConfigurationError("base_url must not have a query or fragment")
-    if parts.username or parts.password:
-        raise ConfigurationError("base_url must not carry credentials; pass api_key instead")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
-        raise ConfigurationError(
-            f"refusing to send the API key over plain http:// to {parts.hostname}; use https://, "
-            "or pass allow_insecure_http=True (HUMANLOOP_ALLOW_INSECURE_HTTP=1) if you mean it"
-        )
-    return base_url.rstrip("/")
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero) or math.isinf(value):
-        raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def resolve(
+    api_key: Optional[str] = None,
+    base_url: Optional[str] = None,
     *,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    batch_size: int | None = None,
-    flush_interval: float | None = None,
-    max_queue_size: int | None = None,
-    timeout: float | None = None,
-    max_retry_time: float | None = None,
-    exit_timeout: float | None = None,
-    default_user: str | None = None,
-    blocking: bool | None = None,
-    allow_insecure_http: bool | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Optional[Mapping[str, str]] = None,
+    **given: Unpack[SettingsArgs],
 ) -> Settings:
-    """Build validated settings; every problem is a ConfigurationError naming the setting."""
+    """Build validated settings; every problem is a ConfigurationError naming the setting (and
+    the environment variable, for a value read from one). Unknown keywords are a TypeError."""
+    refuse_unknown(resolve, given)
     env = os.environ if environ is None else environ
-    key = _pick("api_key", api_key, str, "", env)
-    if not isinstance(key, str) or not key.strip():
+    arguments = {"api_key": api_key, "base_url": base_url, **given}
+    values: dict[str, Any] = {
+        declared.name: _resolve_one(declared, arguments.get(declared.name), env)
+        for declared in SETTINGS
+    }
+    settings = Settings(**values)
+    url = urlsplit(settings.base_url)
+    host = url.hostname or ""
+    if url.scheme == "http" and not settings.allow_insecure_http and not _is_loopback(host):
         raise ConfigurationError(
-            f"no Humanloop API key: pass api_key= or set {ENV['api_key']} "
-            "(for local tests, FakeHumanloop.api_key)"
+            f"refusing to send the API key over plain http:// to {host}; use https://, or pass "
+            f"allow_insecure_http=True ({ENV['allow_insecure_http']}=1) if you mean it"
         )
-    if key.strip().lower().startswith(("http://", "https://")):
-        raise ConfigurationError(
-            "api_key looks like a URL: pass the key as api_key and the URL as base_url "
-            "(FeedbackHandler(api_key, base_url), or by keyword)"
-        )
-    insecure = _pick("allow_insecure_http", allow_insecure_http, _parse_bool, False, env)
-    if not isinstance(insecure, bool):  # "false" must never mean yes
-        raise ConfigurationError(f"allow_insecure_http must be True or False, got {insecure!r}")
-    raw_url = _pick("base_url", base_url, str, DEFAULT_BASE_URL, env)
-    if not isinstance(raw_url, str):
-        raise ConfigurationError(f"base_url must be a string, got {type(raw_url).__name__}")
-    settings = Settings(
-        api_key=key.strip(),
-        base_url=_check_url(raw_url, insecure),
-        batch_size=_pick("batch_size", batch_size, int, DEFAULT_BATCH_SIZE, env),
-        flush_interval=_pick("flush_interval", flush_interval, float, DEFAULT_FLUSH_INTERVAL, env),
-        max_queue_size=_pick("max_queue_size", max_queue_size, int, DEFAULT_MAX_QUEUE_SIZE, env),
-        timeout=_pick("timeout", timeout, float, DEFAULT_TIMEOUT, env),
-        max_retry_time=_pick("max_retry_time", max_retry_time, float, DEFAULT_MAX_RETRY_TIME, env),
-        exit_timeout=_pick("exit_timeout", exit_timeout, float, DEFAULT_EXIT_TIMEOUT, env),
-        default_user=_pick("default_user", default_user, str, None, env),
-        blocking=_pick("blocking", blocking, _parse_bool, False, env),
-        allow_insecure_http=insecure,
-    )
-    for name in ("blocking", "allow_insecure_http"):
-        if not isinstance(getattr(settings, name), bool):
-            raise ConfigurationError(
-                f"{name} must be True or False, got {getattr(settings, name)!r}"
-            )
-    for name in ("batch_size", "max_queue_size"):
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{name} must be a whole number >= 1, got {value!r}")
-    _positive("flush_interval", settings.flush_interval)
-    _positive("timeout", settings.timeout)
-    _positive("max_retry_time", settings.max_retry_time, allow_zero=True)
-    _positive("exit_timeout", settings.exit_timeout, allow_zero=True)
-    if settings.default_user is not None and not isinstance(settings.default_user, str):
-        raise ConfigurationError(f"default_user must be a string, got {settings.default_user!r}")
     return settings
+
+
+# -- what is derived from the declaration ----------------------------------------------------------
+
+
+def takes_settings(init: F) -> F:
+    """Show a constructor's ``**settings`` as the declared keywords at run time.
+
+    ``help()``, ``inspect.signature`` and editors that read signatures at run time then list
+    every setting; type checkers read ``Unpack[SettingsArgs]`` instead.
+    """
+    signature = inspect.signature(init)
+    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    annotations = SettingsArgs.__annotations__
+    settings = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=getattr(annotations[name], "__forward_arg__", annotations[name]),
+        )
+        for name in KEYWORDS
+    ]
+    keyword_only = [p for p in own if p.kind is p.KEYWORD_ONLY]
+    before = [p for p in own if p.kind is not p.KEYWORD_ONLY]
+    shown = signature.replace(parameters=[*before, *settings, *keyword_only])
+    init.__signature__ = shown  # type: ignore[attr-defined]
+    return init
+
+
+def settings_table() -> str:
+    """README.md's settings table, as the declaration says it (a test compares the two)."""
+    lines = [
+        "| setting | default | environment variable | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for declared in SETTINGS:
+        default = (
+            declared.rule.show(declared.default)
+            if declared.required or declared.default is not None
+            else "none"
+        )
+        env = f" `{declared.env}` " if declared.env else " "
+        lines.append(f"| `{declared.name}` | {default} |{env}| {declared.doc} |")
+    return "\n".join(lines)
 
 
 def resolve_fields(fields: Mapping[str, str] | None) -> tuple[str, str, str, str, str, str]:
@@ -205,3 +547,7 @@ def resolve_fields(fields: Mapping[str, str] | None) -> tuple[str, str, str, str
         raise ConfigurationError(f"fields: two feedback fields read the same name: {names}")
     data_id, type_, value, user, created_at, unset = (names[name] for name in FEEDBACK_FIELDS)
     return data_id, type_, value, user, created_at, unset
+
+
+if __name__ == "__main__":
+    print(settings_table())

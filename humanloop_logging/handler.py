@@ -12,13 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from threading import get_ident
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _bridge
-from ._config import resolve_fields
+from ._config import SettingsArgs, resolve_fields, takes_settings
 from ._record import freeze
-from ._report import ErrorCallback
 from .shipper import FeedbackShipper, FeedbackStats, attach
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FeedbackHandler"]
 
@@ -41,28 +43,20 @@ class FeedbackHandler(logging.Handler):
     #: reaches no person, so it goes to stderr instead.
     _humanloop_feedback_handler = True
 
+    @takes_settings
     def __init__(
         self,
         api_key: Optional[str] = None,
         base_url: Optional[str] = None,
         *,
-        batch_size: Optional[int] = None,
-        flush_interval: Optional[float] = None,
-        max_queue_size: Optional[int] = None,
-        timeout: Optional[float] = None,
-        max_retry_time: Optional[float] = None,
-        exit_timeout: Optional[float] = None,
-        on_error: Optional[ErrorCallback] = None,
         shipper: Optional[FeedbackShipper] = None,
-        default_user: Optional[str] = None,
-        blocking: Optional[bool] = None,
-        allow_insecure_http: Optional[bool] = None,
         fields: Optional[Mapping[str, str]] = None,
         level: int = logging.NOTSET,
+        **settings: Unpack[SettingsArgs],
     ) -> None:
         # Settings first: a ConfigurationError must not leave a half-built handler registered
         # with logging (Handler.__init__ adds it to logging's list for shutdown()).
-        shipper, owns_shipper = attach(shipper, locals())
+        shipper, owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         super().__init__(level)
         self._owns_shipper = owns_shipper
         self.shipper = shipper

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from structlog import DropEvent
 
 from . import _bridge
-from ._config import resolve_fields
+from ._config import SettingsArgs, resolve_fields, takes_settings
 from ._record import freeze
-from ._report import ErrorCallback
 from .shipper import FeedbackShipper, FeedbackStats, attach
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FeedbackProcessor"]
 
@@ -42,26 +44,18 @@ class FeedbackProcessor:
     feedback events here instead of passing them on to the renderer.
     """
 
+    @takes_settings
     def __init__(
         self,
         api_key: Optional[str] = None,
         base_url: Optional[str] = None,
         *,
-        batch_size: Optional[int] = None,
-        flush_interval: Optional[float] = None,
-        max_queue_size: Optional[int] = None,
-        timeout: Optional[float] = None,
-        max_retry_time: Optional[float] = None,
-        exit_timeout: Optional[float] = None,
-        on_error: Optional[ErrorCallback] = None,
         shipper: Optional[FeedbackShipper] = None,
-        default_user: Optional[str] = None,
-        blocking: Optional[bool] = None,
-        allow_insecure_http: Optional[bool] = None,
         fields: Optional[Mapping[str, str]] = None,
         drop: bool = False,
+        **settings: Unpack[SettingsArgs],
     ) -> None:
-        shipper, self._owns_shipper = attach(shipper, locals())
+        shipper, self._owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         self.shipper = shipper
         (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
             resolve_fields(fields)

@@ -16,10 +16,10 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from . import _details, _lifecycle
-from ._config import Settings, resolve
+from ._config import NAMES, Settings, SettingsArgs, refuse_unknown, resolve, takes_settings
 from ._record import TIMESTAMP, Captured, safe_repr, to_payload, unreadable
 from ._report import ErrorCallback, Reporter
 from .exceptions import (
@@ -32,6 +32,9 @@ from .exceptions import (
     UnprocessableEntityError,
 )
 from .transport import HTTPTransport, SendControl
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["FeedbackShipper", "FeedbackStats", "Transport"]
 
@@ -355,9 +358,7 @@ class _Engine:
         part sent while isolating none, and a lone record one (so a flaky answer does not cost
         a good record).
         """
-        return (
-            isinstance(error, APIError) and _suspect(error) and attempts >= self._suspect_after
-        )
+        return isinstance(error, APIError) and _suspect(error) and attempts >= self._suspect_after
 
     def _send(self, chunk: list[Payload], suspect_after: int) -> None:
         """One POST of ``chunk`` with retries; ``suspect_after`` attempts of a suspect answer end
@@ -629,7 +630,6 @@ def _probe_indices(n: int) -> list[int]:
     return sorted({n // 2, n // 4, (3 * n) // 4})[:_PROBES] if n > 1 else [0]
 
 
-
 def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     """The flush thread's loop. It holds the engine only while working on it, or closing it.
 
@@ -666,36 +666,17 @@ class FeedbackShipper:
     as None is read from its environment variable, then from the default (see the README).
     """
 
+    @takes_settings
     def __init__(
         self,
         api_key: Optional[str] = None,
         base_url: Optional[str] = None,
         *,
-        batch_size: Optional[int] = None,
-        flush_interval: Optional[float] = None,
-        max_queue_size: Optional[int] = None,
-        timeout: Optional[float] = None,
-        max_retry_time: Optional[float] = None,
-        exit_timeout: Optional[float] = None,
-        on_error: Optional[ErrorCallback] = None,
-        default_user: Optional[str] = None,
-        blocking: Optional[bool] = None,
-        allow_insecure_http: Optional[bool] = None,
         transport: Optional[Transport] = None,
+        **given: Unpack[SettingsArgs],
     ) -> None:
-        settings = resolve(
-            api_key=api_key,
-            base_url=base_url,
-            batch_size=batch_size,
-            flush_interval=flush_interval,
-            max_queue_size=max_queue_size,
-            timeout=timeout,
-            max_retry_time=max_retry_time,
-            exit_timeout=exit_timeout,
-            default_user=default_user,
-            blocking=blocking,
-            allow_insecure_http=allow_insecure_http,
-        )
+        refuse_unknown(type(self), given)
+        settings = resolve(api_key, base_url, **given)
         if transport is None:
             transport = HTTPTransport(
                 api_key=settings.api_key,
@@ -703,7 +684,7 @@ class FeedbackShipper:
                 timeout=settings.timeout,
                 max_retry_time=settings.max_retry_time,
             )
-        engine = _Engine(settings, transport, on_error)
+        engine = _Engine(settings, transport, settings.on_error)
         self._engine = engine
         self.settings = settings
         _lifecycle.register(engine)
@@ -756,35 +737,26 @@ class FeedbackShipper:
             self._engine.reporter.log("could not capture a feedback record", kind="capture")
 
 
-#: The settings handler and processor accept besides ``shipper``, in FeedbackShipper's words.
-SETTING_NAMES = (
-    "api_key",
-    "base_url",
-    "batch_size",
-    "flush_interval",
-    "max_queue_size",
-    "timeout",
-    "max_retry_time",
-    "exit_timeout",
-    "on_error",
-    "default_user",
-    "blocking",
-    "allow_insecure_http",
-)
+#: The settings handler and processor accept besides ``shipper``, as declared in ``_config``.
+SETTING_NAMES = NAMES
 
 
 def attach(
-    shipper: Optional[FeedbackShipper], given: Mapping[str, Any]
+    owner: type,
+    shipper: Optional[FeedbackShipper],
+    api_key: Optional[str],
+    base_url: Optional[str],
+    settings: SettingsArgs,
 ) -> tuple[FeedbackShipper, bool]:
-    """The shipper an adapter should use, and whether it owns (and so closes) it.
+    """The shipper an adapter (of class ``owner``) should use, and whether it owns and so closes it.
 
-    ``given`` is the adapter's arguments; settings and a shared shipper are exclusive, so that a
-    setting is never silently ignored.
+    Settings and a shared shipper are exclusive, so that a setting is never silently ignored.
     """
-    settings = {name: given[name] for name in SETTING_NAMES}
+    refuse_unknown(owner, settings)
     if shipper is None:
-        return FeedbackShipper(**settings), True
-    passed = sorted(name for name, value in settings.items() if value is not None)
+        return FeedbackShipper(api_key, base_url, **settings), True
+    given = {"api_key": api_key, "base_url": base_url, **settings}
+    passed = sorted(name for name, value in given.items() if value is not None)
     if passed:
         raise ConfigurationError(f"pass either shipper= or settings, not both (got {passed})")
     return shipper, False

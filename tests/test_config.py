@@ -8,9 +8,12 @@ import itertools
 import logging
 import math
 import os
+import pathlib
 import threading
+import typing
 from collections.abc import Iterator
-from typing import Any
+from itertools import takewhile
+from typing import Any, Optional, Union
 
 import pytest
 
@@ -22,11 +25,24 @@ from humanloop_logging import (
     FeedbackValidationError,
     UnprocessableEntityError,
 )
+from humanloop_logging._config import (
+    ENV,
+    KEYWORDS,
+    NAMES,
+    POSITIONAL,
+    SETTINGS,
+    Settings,
+    SettingsArgs,
+    resolve,
+    settings_table,
+)
+from humanloop_logging.shipper import SETTING_NAMES
 from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
 SECRET = "hl-SECRET-51d0c2aa9e"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLUSH_THREAD = "humanloop-feedback-flush"
 
 _names = itertools.count()
@@ -136,6 +152,8 @@ ENV_SETTINGS: list[tuple[str, str, str, Any]] = [
     ("HUMANLOOP_FEEDBACK_BLOCKING", "true", "blocking", True),
     ("HUMANLOOP_FEEDBACK_BLOCKING", "0", "blocking", False),
     ("HUMANLOOP_ALLOW_INSECURE_HTTP", "1", "allow_insecure_http", True),
+    ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65536", "max_spool_bytes", 65536),
+    ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "3600", "spool_max_age", 3600.0),
 ]
 
 
@@ -218,17 +236,25 @@ def test_missing_api_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HUMANLOOP_FEEDBACK_BLOCKING", "maybe", "blocking"),
         ("HUMANLOOP_ALLOW_INSECURE_HTTP", "sure", "allow_insecure_http"),
         ("HUMANLOOP_BASE_URL", "ftp://api.humanloop.com/v4", "base_url"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "lots", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65535", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "1e8", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "0", "spool_max_age"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "inf", "spool_max_age"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "a week", "spool_max_age"),
     ],
 )
 def test_bad_environment_value_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch, variable: str, raw: str, setting: str
 ) -> None:
-    """A bad HUMANLOOP_* value is a ConfigurationError (a ValueError) naming the setting."""
+    """A bad HUMANLOOP_* value is a ConfigurationError (a ValueError) naming the setting and the
+    variable it came from."""
     monkeypatch.setenv(variable, raw)
     with pytest.raises(ConfigurationError) as caught:
         FeedbackShipper(api_key="hl-key")
     assert isinstance(caught.value, ValueError)
-    assert setting in str(caught.value) or variable in str(caught.value)
+    assert setting in str(caught.value)
+    assert variable in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -253,6 +279,19 @@ def test_bad_environment_value_is_refused_by_name(
         ("exit_timeout", math.inf),
         ("default_user", 5),
         ("blocking", "no"),
+        ("spool_path", ""),
+        ("spool_path", "   "),
+        ("spool_path", 5),
+        ("spool_path", b"/tmp/spool.db"),
+        ("max_spool_bytes", 65_535),
+        ("max_spool_bytes", 2.0**20),
+        ("max_spool_bytes", True),
+        ("max_spool_bytes", "104857600"),
+        ("spool_max_age", 0),
+        ("spool_max_age", -1.0),
+        ("spool_max_age", math.inf),
+        ("spool_max_age", math.nan),
+        ("on_error", "print"),
     ],
 )
 def test_bad_argument_is_refused_by_name(setting: str, value: Any) -> None:
@@ -296,7 +335,12 @@ def test_swapped_key_and_url_are_refused_without_showing_the_key(adapter: Any) -
 
 @pytest.mark.parametrize(
     "base_url",
-    ["http://api.example.com/v4", "http://10.1.2.3/v4", "http://[2001:db8::1]/v4"],
+    [
+        "http://api.example.com/v4",
+        "HTTP://api.example.com/v4",
+        "http://10.1.2.3/v4",
+        "http://[2001:db8::1]/v4",
+    ],
 )
 def test_plain_http_to_a_remote_host_is_refused(
     base_url: str, monkeypatch: pytest.MonkeyPatch, shippers: Shippers
@@ -404,22 +448,235 @@ SHARED = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("adapter", "last"), [(FeedbackHandler, "level"), (FeedbackProcessor, "drop")]
-)
-def test_adapter_signatures(adapter: Any, last: str) -> None:
-    """api_key and base_url may be positional; every other setting is keyword-only, None by default."""
-    parameters = list(inspect.signature(adapter).parameters.values())
+#: Each constructor's own keywords, after the settings.
+OWN = {
+    FeedbackHandler: ["shipper", "fields", "level"],
+    FeedbackProcessor: ["shipper", "fields", "drop"],
+    FeedbackShipper: ["transport"],
+}
+
+
+@pytest.mark.parametrize("owner", list(OWN), ids=lambda owner: owner.__name__)
+def test_adapter_signatures(owner: Any) -> None:
+    """api_key and base_url may be positional; every other setting is keyword-only, None by
+    default, in declaration order, then the constructor's own keywords."""
+    own = OWN[owner]
+    parameters = list(inspect.signature(owner).parameters.values())
     names = [p.name for p in parameters]
-    assert set(names) == {"api_key", "base_url", *SHARED, last}
-    assert names[:2] == ["api_key", "base_url"]
+    assert names == [*POSITIONAL, *KEYWORDS, *own]
+    assert POSITIONAL == ("api_key", "base_url")
+    assert set(SHARED) - {"shipper", "fields"} <= set(KEYWORDS)
     kinds = {p.name: p.kind for p in parameters}
     assert kinds["api_key"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert kinds["base_url"] is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    assert all(kinds[name] is inspect.Parameter.KEYWORD_ONLY for name in [*SHARED, last])
+    assert all(kinds[name] is inspect.Parameter.KEYWORD_ONLY for name in [*KEYWORDS, *own])
     defaults = {p.name: p.default for p in parameters}
-    assert all(defaults[name] is None for name in ["api_key", "base_url", *SHARED])
-    assert defaults[last] in (logging.NOTSET, False)
+    assert all(defaults[name] is None for name in [*POSITIONAL, *KEYWORDS, *own[:-1]])
+    assert defaults[own[-1]] in (logging.NOTSET, False, None)
+
+
+@pytest.mark.parametrize("owner", list(OWN), ids=lambda owner: owner.__name__)
+def test_settings_reach_constructors_as_typed_keywords(owner: Any) -> None:
+    """In the source each constructor takes ``**settings: Unpack[SettingsArgs]``, which type
+    checkers read; the run-time signature shows the same names with SettingsArgs' types."""
+    init = owner.__init__
+    assert init.__code__.co_flags & inspect.CO_VARKEYWORDS
+    assert list(init.__annotations__.values()).count("Unpack[SettingsArgs]") == 1
+    assert init.__annotations__["api_key"] == init.__annotations__["base_url"] == "Optional[str]"
+    shown = inspect.signature(owner).parameters
+    for name in KEYWORDS:
+        assert shown[name].annotation == SettingsArgs.__annotations__[name].__forward_arg__
+
+
+def _members(hint: Any) -> set[Any]:
+    """The types a hint allows: a Union's members, or the hint itself."""
+    return set(typing.get_args(hint)) if typing.get_origin(hint) is Union else {hint}
+
+
+def test_settings_args_match_the_declaration() -> None:
+    """SettingsArgs repeats, in order, exactly the declared keyword settings, each typed as
+    Optional of its Settings field's type (widened by what its rule also accepts)."""
+    arguments = typing.get_type_hints(SettingsArgs)
+    declared = typing.get_type_hints(Settings)
+    assert list(arguments) == list(KEYWORDS)
+    assert [s.name for s in SETTINGS] == list(NAMES) == list(declared)
+    assert declared["api_key"] is declared["base_url"] is str
+    for setting in SETTINGS:
+        if setting.name in KEYWORDS:
+            expected = {*_members(declared[setting.name]), *setting.rule.accepts, type(None)}
+            assert _members(arguments[setting.name]) == expected, setting.name
+
+
+def test_setting_names_derive_from_the_declaration() -> None:
+    """shipper.SETTING_NAMES and ENV are read off the declaration, one variable per setting."""
+    assert tuple(SETTING_NAMES) == NAMES
+    assert set(SHARED) - {"shipper", "fields"} <= set(NAMES)
+    assert {s.name: s.env for s in SETTINGS if s.env is not None} == ENV
+    assert len(set(ENV.values())) == len(ENV)
+    assert all(variable.startswith("HUMANLOOP_") for variable in ENV.values())
+    assert set(NAMES) - set(ENV) == {"on_error"}
+
+
+def test_every_environment_variable_is_tested() -> None:
+    """Each declared variable has a case in ENV_SETTINGS or a test of its own here."""
+    own_tests = {"HUMANLOOP_API_KEY", "HUMANLOOP_BASE_URL", "HUMANLOOP_FEEDBACK_SPOOL_PATH"}
+    assert {case[0] for case in ENV_SETTINGS} | own_tests == set(ENV.values())
+
+
+def test_defaults_are_the_declared_ones() -> None:
+    """With no argument and no variable, resolve() gives each declared default, which its own
+    rule accepts unchanged."""
+    settings = resolve(api_key="hl-key", environ={})
+    for setting in SETTINGS:
+        if setting.required:
+            continue
+        value = getattr(settings, setting.name)
+        assert value == setting.default, setting.name
+        assert type(value) is type(setting.default), setting.name
+        if setting.default is not None:
+            assert setting.rule.check(setting.default) == setting.default
+
+
+def test_readme_settings_table_is_the_declaration() -> None:
+    """README.md's settings table opens with exactly the declaration's rows (regenerate with
+    ``python -m humanloop_logging._config``); the rows after them are constructor arguments
+    that are no settings."""
+    expected = settings_table().splitlines()
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    table = list(takewhile(lambda line: line.startswith("|"), lines[lines.index(expected[0]) :]))
+    assert table[: len(expected)] == expected, "README.md's table should read:\n" + "\n".join(
+        expected
+    )
+    rest = [row.split("|")[1].strip().strip("`") for row in table[len(expected) :]]
+    arguments = {name for owner in OWN for name in inspect.signature(owner).parameters}
+    assert rest
+    assert all(name in arguments and name not in NAMES for name in rest), rest
+
+
+# -- unknown keywords ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("owner", list(OWN), ids=lambda owner: owner.__name__)
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("batchsize", "batch_size"),
+        ("flush_intervall", "flush_interval"),
+        ("onerror", "on_error"),
+        ("spool_max_bytes", "max_spool_bytes"),
+        ("max_spool_size", "max_spool_bytes"),
+        ("spool", "spool_path"),
+        ("colour", None),
+    ],
+)
+def test_an_unknown_keyword_is_refused_with_the_closest_name(
+    owner: Any, typo: str, meant: Optional[str]
+) -> None:
+    """A misspelt setting is a TypeError naming the constructor and the word, suggesting the
+    declared name it is closest to, never silently ignored."""
+    with pytest.raises(TypeError) as caught:
+        owner(api_key="hl-key", **{typo: 5})
+    message = str(caught.value)
+    assert message.startswith(f"{owner.__name__}() got an unexpected keyword argument {typo!r}")
+    if meant is None:
+        assert "did you mean" not in message
+    else:
+        assert message.endswith(f"(did you mean {meant!r}?)")
+
+
+@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor])
+def test_an_unknown_keyword_suggests_the_adapters_own_arguments(
+    adapter: Any, shippers: Shippers
+) -> None:
+    """A misspelt adapter argument (shiper=) is suggested too, and a typo beside shipper= is
+    refused as a typo, not as a setting clashing with the shipper."""
+    with pytest.raises(TypeError, match=r"'shiper' \(did you mean 'shipper'\?\)"):
+        adapter(shiper=shippers(api_key="hl-key"))
+    with pytest.raises(TypeError, match=r"'flushinterval' \(did you mean 'flush_interval'\?\)"):
+        adapter(shipper=shippers(api_key="hl-key"), flushinterval=1.0)
+
+
+def test_resolve_refuses_unknown_keywords_too() -> None:
+    """resolve(), the one place values are read, refuses names no setting declares."""
+    with pytest.raises(TypeError, match=r"resolve\(\) got .* 'batchsize' \(did you mean"):
+        resolve(api_key="hl-key", batchsize=3)  # type: ignore[call-arg]
+
+
+# -- the spool's settings --------------------------------------------------------------------------
+
+
+def test_spool_is_off_by_default_and_bounded_when_on() -> None:
+    """No spool_path: no spool; its limits default to 100 MiB and 7 days."""
+    settings = resolve(api_key="hl-key", environ={})
+    assert settings.spool_path is None
+    assert settings.max_spool_bytes == 100 * 2**20 == 104_857_600
+    assert settings.spool_max_age == 7 * 24 * 3600.0
+    assert type(settings.spool_max_age) is float
+
+
+def test_spool_path_from_the_environment_expands_home() -> None:
+    """HUMANLOOP_FEEDBACK_SPOOL_PATH=~/... is read, ~ expanded; blank means no spool."""
+    environ = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": " ~/hl-spool.db "}
+    settings = resolve(api_key="hl-key", environ=environ)
+    assert settings.spool_path == os.path.join(os.path.expanduser("~"), "hl-spool.db")
+    blank = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": "   "}
+    assert resolve(api_key="hl-key", environ=blank).spool_path is None
+
+
+def test_spool_path_argument_beats_the_environment_and_is_made_absolute(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spool_path= (a str or a Path) wins over the variable, and is kept as an absolute str so
+    that a later chdir does not move the spool."""
+    environ = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": "/elsewhere/spool.db"}
+    given = resolve(api_key="hl-key", spool_path=tmp_path / "spool.db", environ=environ)
+    assert given.spool_path == str(tmp_path / "spool.db")
+    monkeypatch.chdir(tmp_path)
+    relative = resolve(api_key="hl-key", spool_path="spool.db", environ={})
+    assert relative.spool_path == str(tmp_path / "spool.db")
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "attribute", "expected"),
+    [
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65536", "max_spool_bytes", 65_536),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "1_000_000", "max_spool_bytes", 1_000_000),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "0.5", "spool_max_age", 0.5),
+    ],
+)
+def test_spool_limits_from_the_environment(
+    variable: str, raw: str, attribute: str, expected: Any
+) -> None:
+    """The spool's limits are read from their variables; 64 KiB is the smallest size."""
+    settings = resolve(api_key="hl-key", environ={variable: raw})
+    value = getattr(settings, attribute)
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_too_small_a_spool_names_the_floor() -> None:
+    """max_spool_bytes below 64 KiB is refused with the smallest accepted size."""
+    with pytest.raises(ConfigurationError, match=r"max_spool_bytes must be .*65536 \(64 KiB\)"):
+        resolve(api_key="hl-key", max_spool_bytes=1024, environ={})
+
+
+# -- the key stays out of sight, even from the environment ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("HUMANLOOP_API_KEY", f"https://{SECRET}.example/v4"),
+        ("HUMANLOOP_BASE_URL", SECRET),
+    ],
+)
+def test_environment_errors_do_not_echo_what_may_be_the_key(variable: str, raw: str) -> None:
+    """A key in HUMANLOOP_BASE_URL, or a URL-like HUMANLOOP_API_KEY, is refused by name without
+    repeating the value."""
+    environ = {"HUMANLOOP_API_KEY": "hl-key", variable: raw}
+    with pytest.raises(ConfigurationError) as caught:
+        resolve(environ=environ)
+    assert SECRET not in str(caught.value)
+    assert variable in str(caught.value)
 
 
 @pytest.mark.parametrize("owner", [FeedbackHandler, FeedbackProcessor, FeedbackShipper])

@@ -26,6 +26,7 @@ if _TYPE_CHECKING:
         FeedbackValidationError,
         HumanloopLoggingError,
         QueueFullError,
+        SpoolError,
         TransportError,
         UnprocessableEntityError,
     )
@@ -44,6 +45,7 @@ _MODULES = {
     "FeedbackValidationError": "exceptions",
     "HumanloopLoggingError": "exceptions",
     "QueueFullError": "exceptions",
+    "SpoolError": "exceptions",
     "TransportError": "exceptions",
     "UnprocessableEntityError": "exceptions",
     "FeedbackHandler": "handler",
@@ -70,6 +72,7 @@ __all__ = [
     "HumanloopLoggingError",
     "QueueFullError",
     "SendControl",
+    "SpoolError",
     "Transport",
     "TransportError",
     "UnprocessableEntityError",

@@ -19,7 +19,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypedDict, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Optional, TypedDict, TypeVar, Union, overload
 from urllib.parse import urlsplit
 
 from ._report import ErrorCallback
@@ -35,6 +35,10 @@ DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_RETRY_TIME = 60.0
 DEFAULT_EXIT_TIMEOUT = 5.0
+DEFAULT_MAX_SPOOL_BYTES = 100 * 2**20
+DEFAULT_SPOOL_MAX_AGE = 7 * 86_400.0
+#: The smallest spool accepted; a smaller one would hold too little to ride out an outage.
+MIN_SPOOL_BYTES = 64 * 2**10
 
 #: Feedback fields, and the record attribute / event-dict key each is read from by default.
 FEEDBACK_FIELDS = ("data_id", "type", "value", "user", "created_at", "unset")
@@ -154,17 +158,26 @@ def _check_flag(value: object) -> bool:
     return value
 
 
-def _whole(minimum: int) -> Rule[int]:
+def _in_units(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 2**20 else f"{size >> 10} KiB"
+
+
+def _whole(minimum: int, *, bytes_: bool = False) -> Rule[int]:
+    def words(number: int) -> str:
+        return f"{number} ({_in_units(number)})" if bytes_ else str(number)
+
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"must be a whole number >= {minimum}, got {value!r}")
+            raise ValueError(f"must be a whole number >= {words(minimum)}, got {value!r}")
         return value
 
-    return Rule(check, parse=_lenient(int))
+    show = (lambda size: f"`{size}` ({_in_units(size)})") if bytes_ else _show
+    return Rule(check, parse=_lenient(int), show=show)
 
 
 def _show_seconds(default: float) -> str:
-    return f"`{default!r}` s"
+    days = f" ({default / 86_400:g} days)" if default >= 86_400 else ""
+    return f"`{default!r}` s{days}"
 
 
 def _seconds(*, allow_zero: bool) -> Rule[float]:
@@ -219,6 +232,14 @@ def _check_base_url(value: object) -> str:
     return value.rstrip("/")
 
 
+def _check_path(value: object) -> str:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"must be a non-empty path, got {value!r}")
+    # Absolute now: a later chdir (daemons do) must not move the file.
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def _check_callback(value: object) -> ErrorCallback:
     if not callable(value):
         raise ValueError(f"must be callable, got {value!r}")
@@ -232,6 +253,7 @@ _API_KEY = Rule(
 )
 _TEXT = Rule(_check_text)
 _FLAG = Rule(_check_flag, parse=_parse_flag)
+_PATH = Rule(_check_path, accepts=(os.PathLike[str],))
 _CALLBACK: Rule[ErrorCallback] = Rule(_check_callback)
 
 
@@ -314,6 +336,24 @@ class Settings:
         env="HUMANLOOP_ALLOW_INSECURE_HTTP",
         doc="allow `http://` to a host that is not loopback",
     )
+    spool_path: Optional[str] = setting(
+        _PATH,
+        None,
+        env="HUMANLOOP_FEEDBACK_SPOOL_PATH",
+        doc="SQLite file that keeps feedback across crashes, restarts and outages; off by default",
+    )
+    max_spool_bytes: int = setting(
+        _whole(MIN_SPOOL_BYTES, bytes_=True),
+        DEFAULT_MAX_SPOOL_BYTES,
+        env="HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES",
+        doc="the spool's size limit; past it the oldest records are dropped and counted",
+    )
+    spool_max_age: float = setting(
+        _seconds(allow_zero=False),
+        DEFAULT_SPOOL_MAX_AGE,
+        env="HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE",
+        doc="records older than this are given up on, counted failed",
+    )
     on_error: Optional[ErrorCallback] = setting(  # noqa: RUF009 (a field(), made once)
         _CALLBACK,
         None,
@@ -345,6 +385,9 @@ class SettingsArgs(TypedDict, total=False):
     default_user: Optional[str]
     blocking: Optional[bool]
     allow_insecure_http: Optional[bool]
+    spool_path: Optional[Union[str, os.PathLike[str]]]
+    max_spool_bytes: Optional[int]
+    spool_max_age: Optional[float]
     on_error: Optional[ErrorCallback]
 
 
@@ -377,7 +420,7 @@ def refuse_unknown(owner: Callable[..., object], given: Mapping[str, object]) ->
     known = [*NAMES, *inspect.signature(owner).parameters]
     problems = []
     for name in unknown:
-        # Same words in another order first (retry_time_max), then spelling (batchsize).
+        # Same words in another order first (spool_max_bytes), then spelling (batchsize).
         words = sorted(name.lower().split("_"))
         close = [k for k in known if sorted(k.split("_")) == words]
         close = close or difflib.get_close_matches(name, known, n=1)

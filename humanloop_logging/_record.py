@@ -28,6 +28,9 @@ FIELD_NAMES = ("data_id", "type", "value", "user", "created_at", "unset")
 #: The largest integer a double holds (``sys.float_info.max``, exactly); beyond it JSON has no number.
 _MAX_DOUBLE = int(sys.float_info.max)
 
+#: One encoder for every record: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
 #: A record larger than this, as JSON, is refused rather than sent (it would swell every batch).
 MAX_RECORD_BYTES = 1 << 20
 
@@ -104,6 +107,8 @@ def _text(field: str, value: Any, item: Captured) -> str:
 
 
 def _value(value: Any, item: Captured) -> Any:
+    if type(value) is str:  # the common case first: no ABC checks
+        return _text("value", value, item)
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, str):
@@ -226,7 +231,7 @@ def to_payload(item: Captured, default_user: str | None) -> tuple[dict[str, Any]
         payload["created_at"] = _created_at(item[CREATED_AT], item[TIMESTAMP], item)
         if unset is not None:
             payload["unset"] = unset
-        body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        body = _ENCODER.encode(payload)
         data = body.encode("utf-8")
     except FeedbackValidationError:
         raise

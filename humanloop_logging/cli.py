@@ -19,6 +19,7 @@ from types import FrameType
 from typing import IO, Any, Callable, Optional
 
 from ._details import body_errors, item_errors
+from ._spool_cli import add_spool
 from ._version import __version__
 from .demo import run_demo
 from .testing import FLAVOURS, FakeHumanloop, RecordedRequest
@@ -46,6 +47,7 @@ def _build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     _add_serve(subparsers)
     _add_demo(subparsers)
+    add_spool(subparsers)
     return parser
 
 

@@ -9,6 +9,7 @@ of problem ("auth", "not_found", "dns", "tls", "refused", "timeout", "server", .
     ├── ConfigurationError (also ValueError)      bad settings, raised at construction
     ├── FeedbackValidationError (also ValueError)  a record refused before it joined a batch
     ├── QueueFullError                             records dropped because the queue was full
+    ├── SpoolError                                 the durable spool failed (.path, .reason)
     └── DeliveryError                              records that did not reach Humanloop
         ├── TransportError                         connection failure or timeout
         └── APIError                               an HTTP error answer (.status, .detail)
@@ -30,6 +31,7 @@ __all__ = [
     "FeedbackValidationError",
     "HumanloopLoggingError",
     "QueueFullError",
+    "SpoolError",
     "TransportError",
     "UnprocessableEntityError",
 ]
@@ -89,6 +91,30 @@ CATEGORIES = frozenset(
         "delivery",  # anything else
     }
 )
+
+
+class SpoolError(HumanloopLoggingError):
+    """The durable spool failed, or recovered from a fault; ``str()`` names the file.
+
+    ``reason`` says what happened; ``moved_to`` is where a corrupt file was moved aside. After a
+    failure the shipper keeps feedback in memory; what was on disk stays there.
+    """
+
+    def __init__(self, path: str, reason: str, *, moved_to: str | None = None) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+        self.moved_to = moved_to
+
+    def __str__(self) -> str:
+        return f"feedback spool {self.path}: {self.reason}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_spool_error, (self.path, self.reason, self.moved_to))
+
+
+def _rebuild_spool_error(path: str, reason: str, moved_to: str | None) -> SpoolError:
+    return SpoolError(path, reason, moved_to=moved_to)
 
 
 class DeliveryError(HumanloopLoggingError):

@@ -89,8 +89,9 @@ class FeedbackHandler(logging.Handler):
         try:
             data_id = source[self._data_id]
             type_ = source[self._type]
-            # The flush thread's own records (an on_error callback logging feedback) would loop.
-            if get_ident() == self._engine.thread_id or (
+            # The shipper's own threads' records (an on_error callback logging feedback) would loop.
+            engine = self._engine
+            if get_ident() in (engine.thread_id, engine.sender_id) or (
                 _bridge.state.used
                 and _bridge.already_shipped(data_id, type_, self._engine, record.created)
             ):

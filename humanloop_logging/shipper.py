@@ -9,8 +9,11 @@ its thread ends, so a forgotten handler never leaves a thread behind.
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import logging
 import math
+import random
 import threading
 import time
 import weakref
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from . import _details, _lifecycle
 from ._config import NAMES, Settings, SettingsArgs, refuse_unknown, resolve, takes_settings
-from ._record import TIMESTAMP, Captured, safe_repr, to_payload, unreadable
+from ._record import DATA_ID, TIMESTAMP, VALUE, Captured, safe_repr, to_payload, unreadable
 from ._report import ErrorCallback, Reporter
 from .exceptions import (
     APIError,
@@ -29,12 +32,15 @@ from .exceptions import (
     DeliveryError,
     FeedbackValidationError,
     QueueFullError,
+    SpoolError,
     UnprocessableEntityError,
 )
 from .transport import HTTPTransport, SendControl
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from ._spool import Spool
 
 __all__ = ["FeedbackShipper", "FeedbackStats", "Transport"]
 
@@ -59,8 +65,10 @@ class FeedbackStats:
     """Counters since the shipper started (or since fork, in a child).
 
     ``enqueued`` counts every record handed to the shipper, and each one is in exactly one of the
-    other buckets at any moment: ``enqueued == sent + rejected + dropped + failed + pending``.
-    ``retried`` counts requests sent again after a transient failure.
+    other buckets at any moment: ``enqueued + replayed == sent + rejected + dropped + failed +
+    pending``, where ``replayed`` counts what this process took over from the spool and
+    ``spooled <= pending`` what waits there. ``retried`` counts requests sent again after a
+    transient failure.
     """
 
     enqueued: int
@@ -70,6 +78,10 @@ class FeedbackStats:
     dropped: int
     failed: int
     pending: int
+    #: Of the pending, how many sit in the spool (0 without one).
+    spooled: int = 0
+    #: Records an earlier (or dead) process left in the spool that this one took over.
+    replayed: int = 0
 
 
 class _Engine:
@@ -96,6 +108,13 @@ class _Engine:
         self._flush_interval = settings.flush_interval
         self._default_user = settings.default_user
         self._blocking = settings.blocking
+        self._spool: Optional[Spool] = None
+        if settings.spool_path is not None:
+            from ._spool import Spool  # noqa: PLC0415 (only a process with a spool loads sqlite3)
+
+            self._spool = Spool(settings.spool_path, max_bytes=settings.max_spool_bytes)
+        # With a spool, the first record of a burst wakes the thread, to be on disk promptly.
+        self._notify_at = 1 if self._spool is not None else settings.batch_size
         self._reset()
         # Decided once: the caller's path is a single call either way.
         self.submit: Callable[[Captured], None] = (
@@ -107,6 +126,7 @@ class _Engine:
         self.reporter = Reporter(self._on_error)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._send_wake = threading.Condition(self._lock)  # the sender's, with a spool
         self._send_lock = threading.Lock()
         self._interrupt = threading.Event()  # set by close() to cut a backoff wait short
         self._queue: collections.deque[Captured] = collections.deque()
@@ -117,6 +137,13 @@ class _Engine:
         self._written_off = 0  # of the failed, how many a close gave up on when time ran out
         self._flush_target = 0
         self._dropped_reported = 0
+        # The spool's part: own rows on disk, rows taken over, own rows another process evicted.
+        self._spooled = self._adopted = self._evicted = 0
+        self._rows: dict[int, int] = {}  # id() of a payload in flight -> its row id
+        self._retry_at = 0.0  # monotonic: no send from the spool before (after an outage)
+        self._retry_wait = 0.0
+        self._last_send = 0.0
+        self._next_upkeep = 0.0
         self._closing = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
@@ -129,6 +156,8 @@ class _Engine:
         self._generation = 0  # of the flush thread: an older one that outlived a close ends
         self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
+        self.sender_id: Optional[int] = None  # with a spool, the thread that sends
+        self._sender: Optional[threading.Thread] = None
 
     def exit_timeout(self) -> float:
         return self.settings.exit_timeout
@@ -148,7 +177,7 @@ class _Engine:
         # same step as it sees the queue empty, so one of the two always sees the other.
         if self._idle:
             self._wake()
-        elif len(queue) == self._batch_size:
+        elif len(queue) == self._notify_at:
             with self._cond:
                 self._cond.notify()
 
@@ -191,6 +220,18 @@ class _Engine:
         self._idle = False
         self._thread = thread
         self.thread_id = thread.ident
+        if self._spool is not None:
+            # Sending has a thread of its own, so that a slow service never holds up the writes
+            # to disk: a burst goes to disk at the speed of validation, not of round trips.
+            sender = threading.Thread(
+                target=_sender,
+                args=(weakref.ref(self), self._generation),
+                name="humanloop-feedback-send",
+                daemon=True,
+            )
+            sender.start()
+            self._sender = sender
+            self.sender_id = sender.ident
         return True
 
     def _send_here(self) -> None:
@@ -262,12 +303,12 @@ class _Engine:
         for ``report_written_off``, outside the lock.
         """
         self._taken += len(left)
-        unfinished = self._taken - self._finished
-        if not unfinished:
+        unfinished = self._taken - self._finished - self._spooled
+        if unfinished <= 0:
             return
         self._failed += unfinished
         self._written_off += unfinished
-        self._finished = self._taken
+        self._finished += unfinished
         self._epoch += 1
         self._cond.notify_all()
         in_flight = unfinished - len(left)
@@ -343,8 +384,23 @@ class _Engine:
         return self._deadline
 
     def sleep(self, seconds: float) -> None:
-        if self._interrupt.wait(seconds):
-            self._interrupt.clear()
+        spool = self._spool
+        if spool is None:
+            if self._interrupt.wait(seconds):
+                self._interrupt.clear()
+            return
+        # A long wait (Retry-After) must not let the spool's lease lapse: others would take the
+        # rows of this live process, and send them a second time.
+        end = time.monotonic() + seconds
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._interrupt.wait(min(remaining, _UPKEEP_EVERY)):
+                self._interrupt.clear()
+                return
+            with contextlib.suppress(SpoolError):
+                spool.heartbeat()
 
     def retrying(self, error: DeliveryError, _wait: float) -> None:
         with self._lock:
@@ -414,7 +470,8 @@ class _Engine:
             self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"), epoch)
         else:
             self._auth_failed = self._outage = False
-            self._finish(epoch, sent=len(chunk))
+            if self._finish(epoch, sent=len(chunk)):
+                self._settle(chunk)
             self.reporter.recovered()
             return "ok", []
         return "failed", []
@@ -483,6 +540,8 @@ class _Engine:
             named = {0: [("", reason) for reason in reasons]}
         rejected = [(chunk[index][0], named[index]) for index in sorted(named)]
         counted = self._finish(epoch, rejected=len(rejected))
+        if counted:
+            self._settle([chunk[index] for index in named])
         for record, fields in rejected if counted else []:
             reasons = [f"{field}: {message}" if field else message for field, message in fields]
             self.reporter.report(
@@ -498,8 +557,11 @@ class _Engine:
         return [rest] if rest else []
 
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
+        if error.retryable and self._keep_spooled(chunk):
+            return  # kept on disk, to be tried again later: nothing is given up for time alone
         if not self._finish(epoch, failed=len(chunk), out_of_time=error.retryable):
             return  # written off and reported by close() already
+        self._settle(chunk)
         error.records = [payload for payload, _ in chunk]
         if isinstance(error, AuthenticationError):
             if self._auth_failed:
@@ -509,10 +571,340 @@ class _Engine:
             return
         self.reporter.report(error, kind=f"failed:{type(error).__name__}", level=logging.ERROR)
 
+    # -- the spool: persist, then send ----------------------------------------------------------
+
+    def step(self, generation: int) -> bool:
+        """One round of the flush thread; False when it should end."""
+        if self._spool is not None:
+            return self._spool_step(generation)
+        taken = self.next_batch(generation)
+        if taken is None:
+            self.report_written_off()
+            self.housekeeping()
+            return False
+        batch, epoch = taken
+        if batch:
+            self.process(batch, epoch)
+        self.housekeeping()
+        return True
+
+    def _spool_step(self, generation: int) -> bool:
+        """The writer's round: move what is queued to disk at once, and keep the spool.
+
+        A record is on disk within a moment of the call (the first of a burst wakes the thread).
+        When closing, the queue goes to disk, then the writer waits for the sender to finish
+        within the deadline; what is left stays on disk.
+        """
+        with self._cond:
+            if generation != self._generation:
+                return False
+            queue = self._queue
+            now = time.monotonic()
+            late = now >= self._deadline
+            stop = late or (self._closing and not queue)
+            if not queue and not stop and now < self._next_upkeep:
+                self._cond.wait(self._next_upkeep - now)
+                return True
+            take = len(queue) if (late or self._closing) else min(len(queue), _SPOOL_CHUNK)
+            items = [queue.popleft() for _ in range(take)]
+            self._taken += take
+            epoch = self._epoch
+        if items:
+            self._to_spool(items, epoch)
+            with self._cond:
+                self._send_wake.notify()  # rows to send
+        if stop:
+            sender = self._sender
+            if sender is not None and sender is not threading.current_thread():
+                sender.join(max(0.0, self._deadline - time.monotonic()) + _GRACE)
+            with self._cond:
+                if generation == self._generation:
+                    self._idle = True
+                self._cond.notify_all()
+            self._leave_on_disk()
+            self.housekeeping()
+            return False
+        self._upkeep()
+        self.housekeeping()
+        return True
+
+    def send_step(self, generation: int) -> bool:
+        """The sender's round: send the oldest batch of own rows when one is due."""
+        with self._cond:
+            if generation != self._generation or self._spool is None:
+                return False
+            now = time.monotonic()
+            if now >= self._deadline:
+                return False
+            if not self._send_due_locked(now):
+                if self._closing or self._idle:  # nothing more to send before stopping
+                    return False
+                self._send_wake.wait(self._spool_wait_locked(now))
+                return True
+            epoch = self._epoch
+        self._send_spooled(epoch)
+        return True
+
+    def _send_due_locked(self, now: float) -> bool:
+        if self._spool is None or self._spooled <= len(self._rows) or now < self._retry_at:
+            return False
+        return (
+            self._closing
+            or self._spooled >= self._batch_size
+            or self._flush_target > self._finished
+            or now - self._last_send >= self._flush_interval
+        )
+
+    def _send_due(self) -> bool:
+        with self._lock:
+            return self._send_due_locked(time.monotonic())
+
+    def _spool_wait_locked(self, now: float) -> float:
+        """The sender's wait: until a batch is due by age or after an outage (the writer and
+        flush() wake it sooner)."""
+        wake = now + _UPKEEP_EVERY
+        if self._spooled > len(self._rows):
+            wake = max(self._retry_at, self._last_send + self._flush_interval)
+        return max(wake - now, 0.001)
+
+    def _to_spool(self, items: list[Captured], epoch: int) -> None:
+        """Write records to disk in one transaction; on a spool fault, send them instead.
+
+        Records are written as captured, their fields as a JSON array: the whole batch is one
+        ``json`` call and one SQL statement, so a burst reaches the disk faster than the
+        application can log it (the queue must not overflow) and the flush thread hardly ever
+        waits to win the GIL back from it. A record is validated when it is sent (see
+        ``_unspool``). If some field is not plain JSON (a ``datetime``, an object, NaN), each
+        record is looked at on its own: the plain ones are written as captured, the others are
+        validated now and written as their request bodies.
+        """
+        spool = self._spool
+        rows: list[tuple[str, bytes, float]] = []
+        try:
+            packed = _CAPTURED.encode(items)
+        except (TypeError, ValueError):
+            rows = self._rows_one_by_one(items, epoch)
+        else:
+            if spool is not None:
+                try:
+                    spool.append_packed(packed)
+                except SpoolError as error:
+                    self._spool_broken(error)
+                else:
+                    with self._lock:
+                        self._spooled += len(items) - spool.evicted_own
+                        self._count_lost_locked(spool.evicted_own)
+                    return
+            rows = [(str(item[DATA_ID]), _CAPTURED.encode(item).encode(), 0.0) for item in items]
+        spool = self._spool
+        if not rows:
+            return
+        if spool is not None:
+            try:
+                spool.append(rows)
+            except SpoolError as error:
+                self._spool_broken(error)
+            else:
+                with self._lock:
+                    self._spooled += len(rows) - spool.evicted_own
+                    self._count_lost_locked(spool.evicted_own)
+                return
+        # No spool (any more): straight to the service.
+        payloads = [p for p in (self._unspool(body, epoch) for _, body, _ in rows) if p]
+        if payloads:
+            with self._send_lock:
+                self._deliver(payloads, epoch)
+
+    def _rows_one_by_one(self, items: list[Captured], epoch: int) -> list[tuple[str, bytes, float]]:
+        """Rows for records of which some are not plain JSON; those are validated now."""
+        rows: list[tuple[str, bytes, float]] = []
+        encode = _CAPTURED.encode
+        for item in items:
+            try:
+                data = encode(item).encode("utf-8")
+                data_id = item[DATA_ID]
+                rows.append((data_id if type(data_id) is str else "", data, item[TIMESTAMP]))
+                continue
+            except (TypeError, ValueError):  # not plain JSON: validate it now
+                pass
+            try:
+                payload, data = to_payload(item, self._default_user)
+            except FeedbackValidationError as error:
+                self._finish(epoch, rejected=1)
+                self.reporter.report(error, kind=f"invalid:{error.field}")
+                continue
+            rows.append((payload["data_id"], data, item[TIMESTAMP]))
+        return rows
+
+    def _unspool(self, body: bytes, epoch: int) -> Optional[Payload]:
+        """A row's record as it is sent; None (counted and reported) if it is refused."""
+        if body[:1] != b"[":  # a request body, validated when it was written
+            payload: dict[str, Any] = json.loads(body)
+            return payload, body
+        fields = json.loads(body)
+        if type(fields[VALUE]) is list:
+            fields[VALUE] = tuple(fields[VALUE])  # as captured: a list value is frozen
+        try:
+            return to_payload(tuple(fields), self._default_user)
+        except FeedbackValidationError as error:
+            self._finish(epoch, rejected=1)
+            self.reporter.report(error, kind=f"invalid:{error.field}")
+            return None
+
+    def _count_lost_locked(self, lost: int) -> None:
+        """Own rows that left the spool without this process: evicted past max_spool_bytes."""
+        if lost > 0:
+            self._evicted += lost
+            self._finished += lost
+            self._cond.notify_all()
+
+    def _upkeep(self) -> None:
+        """Every few seconds: the heartbeat, rows of dead processes, rows past their age."""
+        spool = self._spool
+        now = time.monotonic()
+        if spool is None or now < self._next_upkeep:
+            return
+        self._next_upkeep = now + _UPKEEP_EVERY
+        try:
+            adopted = spool.adopt()
+            expired = spool.expire(self.settings.spool_max_age)
+            own = spool.count()
+        except SpoolError as error:
+            self._spool_broken(error)
+            return
+        for notice in spool.take_notices():
+            self.reporter.report(notice, kind="spool-notice")
+        with self._lock:
+            self._adopted += adopted
+            self._taken += adopted
+            self._spooled += adopted
+            self._failed += len(expired)
+            self._finished += len(expired)
+            self._spooled -= len(expired)
+            self._count_lost_locked(self._spooled - len(self._rows) - own)
+            self._spooled = max(own, len(self._rows))
+        if expired:
+            self.reporter.report(
+                DeliveryError(
+                    f"gave up on feedback older than spool_max_age "
+                    f"({self.settings.spool_max_age:g}s) in the spool at {spool.path}",
+                    [json.loads(row.body) for row in expired[:100]],
+                    count=len(expired),
+                ),
+                kind="expired",
+                level=logging.ERROR,
+            )
+
+    def _send_spooled(self, epoch: int) -> None:
+        """Send the oldest batch of this process's rows; each row is deleted once answered."""
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            rows = spool.claim(self._batch_size, exclude=set(self._rows.values()))
+        except SpoolError as error:
+            self._spool_broken(error)
+            return
+        self._last_send = time.monotonic()
+        if not rows:
+            return
+        payloads: list[Payload] = []
+        refused: list[int] = []
+        for row in rows:
+            unspooled = self._unspool(row.body, epoch)
+            if unspooled is None:
+                refused.append(row.id)
+                continue
+            self._rows[id(unspooled[0])] = row.id
+            payloads.append(unspooled)
+        if refused:
+            with self._lock:
+                self._spooled -= len(refused)
+            try:
+                spool.delete(refused)
+            except SpoolError as error:
+                self._spool_broken(error)
+        try:
+            with self._send_lock:
+                self._deliver(payloads, epoch)
+        finally:
+            self._rows.clear()
+
+    def _settle(self, chunk: list[Payload]) -> None:
+        """The service answered for these records: their rows leave the spool."""
+        ids = [row for row in (self._rows.pop(id(p), None) for p, _ in chunk) if row is not None]
+        spool = self._spool
+        if not ids or spool is None:
+            return
+        with self._lock:
+            self._spooled -= len(ids)
+        try:
+            spool.delete(ids)
+        except SpoolError as error:  # they may be sent again by whoever reads the file next
+            self._spool_broken(error)
+
+    def _keep_spooled(self, chunk: list[Payload]) -> bool:
+        """Time ran out on records that are on disk: keep them, and wait before trying again.
+
+        The wait doubles from one second to a minute, with jitter, so that processes sharing an
+        outage do not come back in step.
+        """
+        if self._spool is None or any(id(p) not in self._rows for p, _ in chunk):
+            return False
+        for payload, _ in chunk:
+            del self._rows[id(payload)]
+        self._retry_wait = min(max(1.0, self._retry_wait * 2), _SPOOL_RETRY_CAP)
+        self._retry_at = time.monotonic() + self._retry_wait * random.uniform(0.8, 1.2)
+        return True
+
+    def _spool_broken(self, error: SpoolError) -> None:
+        """Say once that the spool failed, and keep feedback in memory from now on."""
+        self._spool = None
+        self._rows.clear()
+        stay = f", and {self._spooled} record(s) stay in the file" if self._spooled else ""
+        self.reporter.report(
+            SpoolError(error.path, f"{error.reason}; feedback is kept in memory from now on{stay}"),
+            kind="spool",
+            level=logging.ERROR,
+        )
+
+    def _leave_on_disk(self, *, done: bool = False) -> None:
+        """The flush thread stops: at exit (or when ``done``), hand the rows left to the next
+        process, and say so."""
+        spool = self._spool
+        if spool is None or not (done or _lifecycle.exiting()):
+            return
+        try:
+            left = spool.release()
+        except SpoolError as error:
+            self._spool_broken(error)
+            return
+        if left:
+            self.reporter.log(
+                f"{left} feedback record(s) stay in the spool at {spool.path}: the next process "
+                f"that uses it sends them, or run: humanloop-logging spool drain {spool.path}",
+                kind="left",
+            )
+
+    def start_now(self) -> None:
+        """With a spool, open it and start at once: an earlier process may have left records to
+        send, and a burst right after start-up must not wait for the file to be opened."""
+        spool = self._spool
+        if spool is None:
+            return
+        try:
+            self._upkeep()  # opens the file, takes over what dead processes left
+        except SpoolError as error:
+            self._spool_broken(error)
+            return
+        with self._cond:
+            if self._idle:
+                self._start_locked()
+
     # -- flush, close, stats --------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        if threading.get_ident() == self.thread_id:
+        if threading.get_ident() in (self.thread_id, self.sender_id):
             return False  # called from on_error on the flush thread: waiting would deadlock
         end = time.monotonic() + timeout
         with self._cond:
@@ -520,6 +912,7 @@ class _Engine:
             if target > self._flush_target:
                 self._flush_target = target
                 self._cond.notify_all()
+                self._send_wake.notify_all()
             while self._finished < target:
                 remaining = end - time.monotonic()
                 if remaining <= 0:
@@ -535,12 +928,14 @@ class _Engine:
                 self._deadline = deadline
             self._closing = True
             self._cond.notify_all()
+            self._send_wake.notify_all()
         self._interrupt.set()  # a backoff wait is cut short ...
         self.transport.cut_off_at(self._deadline)  # ... and so is a request already running
 
     def wait_closed(self) -> bool:
         """Wait for the close begun by ``begin_close``; False if time ran out on some records."""
         written_off = self._written_off
+        late_to_disk: Optional[tuple[list[Captured], int]] = None
         thread = self._thread
         current = threading.current_thread()
         if thread is not None and thread is not current:
@@ -549,15 +944,21 @@ class _Engine:
             if thread is not None and thread is not current and thread.is_alive():
                 if thread is self._thread and not self._idle:
                     # Stuck in a send that overran the deadline: write it off, and let the
-                    # thread end when the send returns.
+                    # thread end when the send returns. With a spool, nothing is written off:
+                    # the rows stay on disk, and what is queued goes there too.
                     self._generation += 1
                     self._idle = True
                     left = [self._queue.popleft() for _ in range(len(self._queue))]
-                    self._write_off_locked(left, "the close deadline passed")
+                    if self._spool is None:
+                        self._write_off_locked(left, "the close deadline passed")
+                    else:
+                        self._taken += len(left)
+                        late_to_disk = (left, self._epoch)
             elif self._idle:
-                # Blocking mode, or sends on the caller's thread at exit: wait for those in flight.
+                # Blocking mode, or sends on the caller's thread at exit: wait for those in flight
+                # (records in the spool are not in flight: they wait on disk).
                 end = self._deadline + _GRACE
-                while self._finished < self._taken and self._idle:
+                while self._finished + self._spooled < self._taken and self._idle:
                     remaining = end - time.monotonic()
                     if remaining <= 0:
                         self._write_off_locked([], "the close deadline passed")
@@ -569,6 +970,9 @@ class _Engine:
                 self._closing = False
                 self._deadline = math.inf
                 self._interrupt.clear()
+        if late_to_disk is not None:
+            self._to_spool(*late_to_disk)
+            self._leave_on_disk()
         self.report_written_off()
         self.transport.close()
         self.reporter.release_held()
@@ -578,19 +982,32 @@ class _Engine:
         with self._lock:
             queued = len(self._queue)
             return FeedbackStats(
-                enqueued=self._taken + queued + self._dropped,
+                enqueued=self._taken - self._adopted + queued + self._dropped,
                 sent=self._sent,
                 retried=self._retried,
                 rejected=self._rejected,
-                dropped=self._dropped,
+                dropped=self._dropped + self._evicted,
                 failed=self._failed,
                 pending=queued + self._taken - self._finished,
+                spooled=self._spooled,
+                replayed=self._adopted,
             )
 
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""
         self._reset()
         self.transport.reset_after_fork()
+
+
+#: Writes a captured record's fields as a JSON array; strict, since SQLite reads it back.
+_CAPTURED = json.JSONEncoder(allow_nan=False)
+
+#: Most records moved from the queue to the spool in one transaction.
+_SPOOL_CHUNK = 50_000
+#: Seconds between the spool's heartbeats (its lease is 30 s) and its other upkeep.
+_UPKEEP_EVERY = 5.0
+#: The longest wait before records kept on disk through an outage are tried again.
+_SPOOL_RETRY_CAP = 60.0
 
 
 #: How long past its deadline a close waits for a send that was cut off to return.
@@ -642,20 +1059,29 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
         if engine is None:
             return
         try:
-            taken = engine.next_batch(generation)
-            if taken is None:
-                engine.report_written_off()
-                engine.housekeeping()
+            if not engine.step(generation):
                 return
-            batch, epoch = taken
-            if batch:
-                engine.process(batch, epoch)
-            engine.housekeeping()
         except Exception as exc:  # never let the flush thread die silently
             engine.reporter.log(
                 f"flush thread error: {safe_repr(exc)}", kind="bug", level=logging.ERROR
             )
         keep = engine if engine.closing else keep
+        del engine
+
+
+def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+    """The sending thread's loop, with a spool: from disk to Humanloop."""
+    while True:
+        engine = ref()
+        if engine is None:
+            return
+        try:
+            if not engine.send_step(generation):
+                return
+        except Exception as exc:  # never let the thread die silently
+            engine.reporter.log(
+                f"send thread error: {safe_repr(exc)}", kind="bug", level=logging.ERROR
+            )
         del engine
 
 
@@ -677,6 +1103,11 @@ class FeedbackShipper:
     ) -> None:
         refuse_unknown(type(self), given)
         settings = resolve(api_key, base_url, **given)
+        if settings.blocking and settings.spool_path is not None:
+            raise ConfigurationError(
+                "spool_path does not go with blocking=True: a blocking call already waits "
+                "for Humanloop's answer"
+            )
         if transport is None:
             transport = HTTPTransport(
                 api_key=settings.api_key,
@@ -688,6 +1119,7 @@ class FeedbackShipper:
         self._engine = engine
         self.settings = settings
         _lifecycle.register(engine)
+        engine.start_now()
         # Dropped without close(): the engine drains within exit_timeout and its thread ends.
         finalizer = weakref.finalize(self, engine.begin_close, settings.exit_timeout)
         finalizer.atexit = False  # the exit hook drains every engine itself

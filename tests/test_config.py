@@ -152,6 +152,8 @@ ENV_SETTINGS: list[tuple[str, str, str, Any]] = [
     ("HUMANLOOP_FEEDBACK_BLOCKING", "true", "blocking", True),
     ("HUMANLOOP_FEEDBACK_BLOCKING", "0", "blocking", False),
     ("HUMANLOOP_ALLOW_INSECURE_HTTP", "1", "allow_insecure_http", True),
+    ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65536", "max_spool_bytes", 65536),
+    ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "3600", "spool_max_age", 3600.0),
 ]
 
 
@@ -234,6 +236,12 @@ def test_missing_api_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HUMANLOOP_FEEDBACK_BLOCKING", "maybe", "blocking"),
         ("HUMANLOOP_ALLOW_INSECURE_HTTP", "sure", "allow_insecure_http"),
         ("HUMANLOOP_BASE_URL", "ftp://api.humanloop.com/v4", "base_url"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "lots", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65535", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "1e8", "max_spool_bytes"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "0", "spool_max_age"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "inf", "spool_max_age"),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "a week", "spool_max_age"),
     ],
 )
 def test_bad_environment_value_is_refused_by_name(
@@ -271,6 +279,18 @@ def test_bad_environment_value_is_refused_by_name(
         ("exit_timeout", math.inf),
         ("default_user", 5),
         ("blocking", "no"),
+        ("spool_path", ""),
+        ("spool_path", "   "),
+        ("spool_path", 5),
+        ("spool_path", b"/tmp/spool.db"),
+        ("max_spool_bytes", 65_535),
+        ("max_spool_bytes", 2.0**20),
+        ("max_spool_bytes", True),
+        ("max_spool_bytes", "104857600"),
+        ("spool_max_age", 0),
+        ("spool_max_age", -1.0),
+        ("spool_max_age", math.inf),
+        ("spool_max_age", math.nan),
         ("on_error", "print"),
     ],
 )
@@ -499,7 +519,7 @@ def test_setting_names_derive_from_the_declaration() -> None:
 
 def test_every_environment_variable_is_tested() -> None:
     """Each declared variable has a case in ENV_SETTINGS or a test of its own here."""
-    own_tests = {"HUMANLOOP_API_KEY", "HUMANLOOP_BASE_URL"}
+    own_tests = {"HUMANLOOP_API_KEY", "HUMANLOOP_BASE_URL", "HUMANLOOP_FEEDBACK_SPOOL_PATH"}
     assert {case[0] for case in ENV_SETTINGS} | own_tests == set(ENV.values())
 
 
@@ -543,6 +563,9 @@ def test_readme_settings_table_is_the_declaration() -> None:
         ("batchsize", "batch_size"),
         ("flush_intervall", "flush_interval"),
         ("onerror", "on_error"),
+        ("spool_max_bytes", "max_spool_bytes"),
+        ("max_spool_size", "max_spool_bytes"),
+        ("spool", "spool_path"),
         ("colour", None),
     ],
 )
@@ -577,6 +600,63 @@ def test_resolve_refuses_unknown_keywords_too() -> None:
     """resolve(), the one place values are read, refuses names no setting declares."""
     with pytest.raises(TypeError, match=r"resolve\(\) got .* 'batchsize' \(did you mean"):
         resolve(api_key="hl-key", batchsize=3)  # type: ignore[call-arg]
+
+
+# -- the spool's settings --------------------------------------------------------------------------
+
+
+def test_spool_is_off_by_default_and_bounded_when_on() -> None:
+    """No spool_path: no spool; its limits default to 100 MiB and 7 days."""
+    settings = resolve(api_key="hl-key", environ={})
+    assert settings.spool_path is None
+    assert settings.max_spool_bytes == 100 * 2**20 == 104_857_600
+    assert settings.spool_max_age == 7 * 24 * 3600.0
+    assert type(settings.spool_max_age) is float
+
+
+def test_spool_path_from_the_environment_expands_home() -> None:
+    """HUMANLOOP_FEEDBACK_SPOOL_PATH=~/... is read, ~ expanded; blank means no spool."""
+    environ = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": " ~/hl-spool.db "}
+    settings = resolve(api_key="hl-key", environ=environ)
+    assert settings.spool_path == os.path.join(os.path.expanduser("~"), "hl-spool.db")
+    blank = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": "   "}
+    assert resolve(api_key="hl-key", environ=blank).spool_path is None
+
+
+def test_spool_path_argument_beats_the_environment_and_is_made_absolute(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spool_path= (a str or a Path) wins over the variable, and is kept as an absolute str so
+    that a later chdir does not move the spool."""
+    environ = {"HUMANLOOP_FEEDBACK_SPOOL_PATH": "/elsewhere/spool.db"}
+    given = resolve(api_key="hl-key", spool_path=tmp_path / "spool.db", environ=environ)
+    assert given.spool_path == str(tmp_path / "spool.db")
+    monkeypatch.chdir(tmp_path)
+    relative = resolve(api_key="hl-key", spool_path="spool.db", environ={})
+    assert relative.spool_path == str(tmp_path / "spool.db")
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "attribute", "expected"),
+    [
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "65536", "max_spool_bytes", 65_536),
+        ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "1_000_000", "max_spool_bytes", 1_000_000),
+        ("HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE", "0.5", "spool_max_age", 0.5),
+    ],
+)
+def test_spool_limits_from_the_environment(
+    variable: str, raw: str, attribute: str, expected: Any
+) -> None:
+    """The spool's limits are read from their variables; 64 KiB is the smallest size."""
+    settings = resolve(api_key="hl-key", environ={variable: raw})
+    value = getattr(settings, attribute)
+    assert (value, type(value)) == (expected, type(expected))
+
+
+def test_too_small_a_spool_names_the_floor() -> None:
+    """max_spool_bytes below 64 KiB is refused with the smallest accepted size."""
+    with pytest.raises(ConfigurationError, match=r"max_spool_bytes must be .*65536 \(64 KiB\)"):
+        resolve(api_key="hl-key", max_spool_bytes=1024, environ={})
 
 
 # -- the key stays out of sight, even from the environment ----------------------------------------

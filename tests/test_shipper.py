@@ -140,7 +140,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
         "dp-bad-2",
     ]
     stats = rig.stats()
-    assert dataclasses.astuple(stats) == (17, 15, 6, 2, 0, 0, 0)
+    assert dataclasses.astuple(stats) == (17, 15, 6, 2, 0, 0, 0, 0, 0)
     assert rig.errors.of(TransportError) == []
     assert [e for e in rig.errors.errors if not isinstance(e, UnprocessableEntityError)] == []
 
@@ -149,9 +149,19 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
 
 
 def test_stats_has_the_documented_fields() -> None:
-    """FeedbackStats carries exactly the counters of the spec, in order."""
+    """FeedbackStats carries exactly the documented counters, in order (the spool's last)."""
     names = [field.name for field in dataclasses.fields(FeedbackStats)]
-    assert names == ["enqueued", "sent", "retried", "rejected", "dropped", "failed", "pending"]
+    assert names == [
+        "enqueued",
+        "sent",
+        "retried",
+        "rejected",
+        "dropped",
+        "failed",
+        "pending",
+        "spooled",
+        "replayed",
+    ]
 
 
 def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make) -> None:
@@ -221,7 +231,7 @@ def test_flush_returns_true_once_sent(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert len(rig.fake.received) == 3
-    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_flush_returns_false_when_time_runs_out(make: Make) -> None:
@@ -247,7 +257,7 @@ def test_flush_counts_given_up_records_as_done(make: Make) -> None:
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
 
 
 def test_stats_invariant_holds_under_concurrent_logging(make: Make) -> None:
@@ -299,13 +309,13 @@ def test_full_queue_drops_new_records_and_warns_once_per_burst(
     warnings = [r for r in caplog.records if r.name == "humanloop_logging"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
-    assert dataclasses.astuple(rig.stats()) == (20, 5, 0, 0, 15, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (20, 5, 0, 0, 15, 0, 0, 0, 0)
 
     for index in range(20, 32):
         rig.send(f"dp-{index}")
     assert rig.shipper.flush(5.0)
     assert [error.dropped for error in rig.errors.of(QueueFullError)] == [15, 7]
-    assert dataclasses.astuple(rig.stats()) == (32, 10, 0, 0, 22, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (32, 10, 0, 0, 22, 0, 0, 0, 0)
 
 
 # -- close ------------------------------------------------------------------------------------------
@@ -321,7 +331,7 @@ def test_close_drains_and_is_safe_twice(make: Make) -> None:
     assert rig.shipper.close()
 
     assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
-    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCaptureFixture) -> None:
@@ -337,7 +347,7 @@ def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCapture
     assert rig.shipper.flush(5.0)
 
     assert ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
     assert [r for r in caplog.records if r.name == "humanloop_logging"] == []
     assert rig.shipper.close()
 
@@ -381,7 +391,7 @@ def test_close_cuts_a_retry_wait_short(make: Make) -> None:
     assert time.monotonic() - started < 1.0
 
     assert [r.status for r in rig.fake.requests] == [503, 200]
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
 def test_close_defaults_to_exit_timeout(make: Make) -> None:
@@ -432,7 +442,7 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
     assert not rig.shipper.close(timeout=0.5)
     assert time.monotonic() - started < 15.0  # the close's 0.5 s, not max_retry_time's 60 s
 
-    assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0)
+    assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
 
 
@@ -455,7 +465,7 @@ def test_422_removes_only_the_named_item_and_resends_the_rest(make: Make) -> Non
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-bad"]
     assert any("not found" in reason for reason in error.rejected[0][1]), error.rejected
     assert any(entry.get("loc") == ["body", 1, "data_id"] for entry in error.details), error.details
-    assert dataclasses.astuple(rig.stats()) == (3, 2, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 2, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_422_naming_several_items_rejects_each_once(make: Make) -> None:
@@ -473,7 +483,7 @@ def test_422_naming_several_items_rejects_each_once(make: Make) -> None:
         "dp-bad-a",
         "dp-bad-b",
     ]
-    assert dataclasses.astuple(rig.stats()) == (4, 2, 0, 2, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 2, 0, 2, 0, 0, 0, 0, 0)
 
 
 def test_422_naming_no_item_is_bisected(make: Make) -> None:
@@ -488,7 +498,7 @@ def test_422_naming_no_item_is_bisected(make: Make) -> None:
     assert [r.item_count for r in rig.fake.requests] == [4, 2, 1, 1, 2]
     assert [r.status for r in rig.fake.requests] == [422, 422, 200, 200, 200]
     assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_unnamed_422_on_a_single_item_rejects_it(make: Make) -> None:
@@ -502,7 +512,7 @@ def test_unnamed_422_on_a_single_item_rejects_it(make: Make) -> None:
     [error] = rig.errors.of(UnprocessableEntityError)
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-1"]
     assert "bad thing" in str(error)
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_413_is_bisected(make: Make) -> None:
@@ -515,7 +525,7 @@ def test_413_is_bisected(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [(r.status, r.item_count) for r in rig.fake.requests] == [(413, 4), (200, 2), (200, 2)]
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
 
 
 # -- errors that are not retried -----------------------------------------------------------------
@@ -537,7 +547,7 @@ def test_401_is_reported_once_not_once_per_batch(
     assert error.status == 401
     assert rig.errors.errors == [error]
     assert len([r for r in caplog.records if r.name == "humanloop_logging"]) == 1
-    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0, 0, 0)
 
 
 @pytest.mark.parametrize("status", [400, 404, 409])
@@ -554,7 +564,7 @@ def test_other_4xx_fail_at_once_with_the_servers_message(make: Make, status: int
     assert error.status == status
     assert f"server says no ({status})" in str(error)
     assert [record["data_id"] for record in error.records] == ["dp-1"]
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
 
 
 def test_on_error_that_raises_does_not_stop_delivery(make: Make) -> None:
@@ -587,7 +597,7 @@ def test_transient_statuses_are_retried(make: Make, status: int) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [status, 200]
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
     assert rig.errors.errors == []
 
 
@@ -628,7 +638,7 @@ def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
     assert time.monotonic() - started < 1.0
 
     assert len(rig.fake.requests) == 1
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
     [error] = rig.errors.of(APIError)
     assert error.status == 503
 
@@ -658,7 +668,7 @@ def test_reset_connection_is_retried(make: Make) -> None:
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert ids(rig.fake) == collections.Counter(["dp-1"])
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
 def test_timeout_is_retried(make: Make) -> None:
@@ -671,4 +681,4 @@ def test_timeout_is_retried(make: Make) -> None:
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert ids(rig.fake) == collections.Counter(["dp-1"])
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)

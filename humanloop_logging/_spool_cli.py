@@ -1,0 +1,164 @@
+"""``humanloop-logging spool status|drain PATH``: look into a spool file, and empty it by hand.
+
+``status`` reads the file read-only and takes nothing over. ``drain`` is a shipper of its own on
+that file: it takes over the rows of processes that are gone (or that exited cleanly), sends them
+with the same retries and isolation as any shipper, and stops when the file is empty. Ctrl-C (or
+SIGTERM) stops it within a few seconds; what is not sent stays on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+from ._spool import SpoolStatus, read_status
+from .exceptions import ConfigurationError, SpoolError
+
+#: Longest a drain interrupted by Ctrl-C spends finishing the request in flight.
+_STOP_TIMEOUT = 3.0
+
+
+def add_spool(subparsers: Any) -> None:
+    spool = subparsers.add_parser(
+        "spool",
+        help="look into a feedback spool file, or send what it holds",
+        description="Commands for the durable spool (spool_path / HUMANLOOP_FEEDBACK_SPOOL_PATH).",
+    )
+    commands = spool.add_subparsers(title="spool commands", dest="spool_command", metavar="CMD")
+    commands.required = True
+    status = commands.add_parser(
+        "status", help="rows, bytes, oldest age and owners of a spool, read-only"
+    )
+    status.add_argument("path", help="the spool file")
+    status.set_defaults(func=_status)
+    drain = commands.add_parser(
+        "drain",
+        help="send everything a spool holds, then exit (0 only when it is empty)",
+        description=(
+            "Send the records in the spool at PATH to Humanloop, oldest first, with the retries "
+            "of any shipper. Rows of running processes are left to them. Exits 0 when the spool "
+            "is empty; Ctrl-C stops it, and what was not sent stays on disk."
+        ),
+    )
+    drain.add_argument("path", help="the spool file")
+    drain.add_argument(
+        "--base-url", default=None, help="where to send (default: HUMANLOOP_BASE_URL, or v4)"
+    )
+    drain.add_argument("--api-key", default=None, help="the API key (default: HUMANLOOP_API_KEY)")
+    drain.set_defaults(func=_drain)
+
+
+def _age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def _print_status(status: SpoolStatus) -> None:
+    print(f"spool:      {status.path}")
+    print(f"rows:       {status.rows} ({status.unowned} waiting for a process to take them)")
+    print(f"bytes:      {status.bytes}")
+    print(f"oldest:     {_age(status.oldest_age)}")
+    print(f"owners:     {len(status.owners)}")
+    for owner in status.owners:
+        state = "alive" if owner.alive else "gone"
+        print(
+            f"  pid {owner.pid} on {owner.host}: {state}, {owner.rows} row(s), "
+            f"heartbeat {_age(owner.heartbeat_age)} ago"
+        )
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        status = read_status(args.path)
+    except SpoolError as error:
+        print(f"humanloop-logging spool status: {error}", file=sys.stderr)
+        return 1
+    _print_status(status)
+    return 0
+
+
+def _drain(args: argparse.Namespace) -> int:
+    from .shipper import FeedbackShipper  # noqa: PLC0415 (status needs none of it)
+
+    path = os.path.abspath(args.path)
+    try:
+        before = read_status(path)
+    except SpoolError as error:
+        print(f"humanloop-logging spool drain: {error}", file=sys.stderr)
+        return 1
+    try:
+        shipper = FeedbackShipper(args.api_key, args.base_url, spool_path=path, flush_interval=0.05)
+    except ConfigurationError as error:
+        print(f"humanloop-logging spool drain: {error}", file=sys.stderr)
+        return 2
+    progress = _Progress(before.rows, sys.stderr.isatty())
+    stop = threading.Event()
+    started = time.monotonic()
+    interrupted = False
+    try:
+        while True:
+            stats = shipper.stats()
+            progress.show(stats.sent + stats.rejected + stats.failed)
+            left = read_status(path)
+            if left.rows == 0 or not _takeable(left, stats.spooled):
+                break
+            stop.wait(0.2)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        shipper.close(_STOP_TIMEOUT)
+        shipper._engine._leave_on_disk(done=True)  # what is left is for the next process
+        progress.done()
+    stats = shipper.stats()
+    try:
+        after = read_status(path)
+    except SpoolError as error:
+        print(f"humanloop-logging spool drain: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{stats.sent} sent, {stats.rejected} rejected, {stats.failed} given up, "
+        f"{after.rows} left in {path} ({time.monotonic() - started:.1f} s)"
+    )
+    if after.rows and not interrupted:
+        busy = [f"pid {o.pid} on {o.host}" for o in after.owners if o.alive and o.rows]
+        if busy:
+            print(f"the rest belongs to running processes: {', '.join(busy)}")
+    if interrupted:
+        return 130
+    return 0 if after.rows == 0 else 1
+
+
+def _takeable(status: SpoolStatus, mine: int) -> bool:
+    """Whether rows are left that this drain holds or can take over (not a live process's)."""
+    others_alive = sum(o.rows for o in status.owners if o.alive)
+    return status.rows - others_alive > 0 or mine > 0
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, tty: bool) -> None:
+        self._total = max(total, 1)
+        self._tty = tty
+        self._shown = False
+
+    def show(self, done: int) -> None:
+        if not self._tty:
+            return
+        share = min(done / self._total, 1.0)
+        bar = "#" * int(share * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {done}/{self._total} ({share:.0%})")
+        sys.stderr.flush()
+        self._shown = True
+
+    def done(self) -> None:
+        if self._shown:
+            sys.stderr.write("\n")

@@ -1,0 +1,1 @@
+"""A one-view Django project whose ``LOGGING`` setting installs the feedback handler."""

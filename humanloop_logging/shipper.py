@@ -138,7 +138,7 @@ class _Engine:
         self._flush_target = 0
         self._dropped_reported = 0
         # The spool's part: own rows on disk, rows taken over, own rows another process evicted.
-        self._spooled = self._adopted = self._evicted = 0
+        self._spooled = self._adopted = self._evicted = self._evicted_reported = 0
         self._rows: dict[int, int] = {}  # id() of a payload in flight -> its row id
         self._retry_at = 0.0  # monotonic: no send from the spool before (after an outage)
         self._retry_wait = 0.0
@@ -287,13 +287,24 @@ class _Engine:
         return self._closing
 
     def housekeeping(self) -> None:
-        """Say once per burst that records were dropped."""
+        """Say once per burst that records were dropped, from the queue or the spool."""
         dropped = self._dropped
         if dropped > self._dropped_reported:
             self.reporter.report(
                 QueueFullError(dropped - self._dropped_reported, self._max_queue_size), kind="drop"
             )
             self._dropped_reported = dropped
+        evicted = self._evicted
+        if evicted > self._evicted_reported:
+            self.reporter.report(
+                SpoolError(
+                    self.settings.spool_path or "",
+                    f"dropped the {evicted - self._evicted_reported} oldest record(s): the spool "
+                    f"is over max_spool_bytes={self.settings.max_spool_bytes}",
+                ),
+                kind="evict",
+            )
+            self._evicted_reported = evicted
 
     def _write_off_locked(self, left: list[Captured], reason: str) -> None:
         """Count as failed what is unfinished, queued (``left``) or in flight; report it later.

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, SpoolError, read_status
+from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
+from humanloop_logging.exceptions import SpoolError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,9 @@ Configurations, each a logger with one handler and ``propagate = False``:
 - ``feedback``: ``FeedbackHandler`` with its default batching, its flush thread sending to the
   local stand-in while the caller logs, so the caller also pays for sharing the interpreter with
   the sender. The stand-in runs in its own process (``humanloop-logging serve``) so that its work
-  is not charged to any configuration.
+  is not charged to any configuration;
+- ``spool``: the same with a durable spool (``spool_path`` in a temporary directory): its writer
+  puts what the caller queues on disk while the caller logs.
 
 The untagged calls (an ordinary ``logger.info("handled in %d ms", 12)``) compare ``null`` with
 ``feedback`` after the shipper has sent what the tagged calls queued, so they measure what the
@@ -30,11 +32,14 @@ import argparse
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -116,6 +121,13 @@ def run(rounds: int, number: int) -> dict[str, object]:
     api_key = "bench-key"
     with stand_in(api_key) as base_url:
         live = FeedbackHandler(api_key, base_url, max_queue_size=20 * number)
+        spool_dir = tempfile.mkdtemp(prefix="hl-bench-")
+        spooled = FeedbackHandler(
+            api_key,
+            base_url,
+            max_queue_size=20 * number,
+            spool_path=os.path.join(spool_dir, "spool.db"),
+        )
         sq = SimpleQueuePutHandler()
         qh_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         handlers: dict[str, logging.Handler] = {
@@ -123,11 +135,17 @@ def run(rounds: int, number: int) -> dict[str, object]:
             "simplequeue": sq,
             "queuehandler": logging.handlers.QueueHandler(qh_queue),
             "feedback": live,
+            "spool": spooled,
             "dictlookup": DictLookupHandler(),
         }
         loggers = {name: _logger(name, handler) for name, handler in handlers.items()}
         tagged: dict[str, list[float]] = {name: [] for name in handlers if name != "dictlookup"}
-        untagged: dict[str, list[float]] = {"null": [], "feedback": [], "dictlookup": []}
+        untagged: dict[str, list[float]] = {
+            "null": [],
+            "feedback": [],
+            "spool": [],
+            "dictlookup": [],
+        }
         order = list(tagged)
         for _ in range(rounds):
             random.shuffle(order)
@@ -136,6 +154,7 @@ def run(rounds: int, number: int) -> dict[str, object]:
             # Untimed: send what the tagged calls queued, so that the untagged calls below are
             # measured against an idle shipper, as on a server that logs feedback now and then.
             live.flush(60.0)
+            spooled.flush(60.0)
             for name in random.sample(list(untagged), k=len(untagged)):
                 untagged[name].append(_per_call(_untagged_call(loggers[name]), number))
             # Empty the other queues outside the timed loops so every round starts alike.
@@ -144,8 +163,12 @@ def run(rounds: int, number: int) -> dict[str, object]:
             while not qh_queue.empty():
                 qh_queue.get_nowait()
         live.flush(60.0)
+        spooled.flush(60.0)
         stats = live.stats()
+        spool_stats = spooled.stats()
         live.close()
+        spooled.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
 
     def ratio(series: dict[str, list[float]], name: str) -> float:
         return statistics.median(a / b for a, b in zip(series[name], series["null"]))
@@ -157,8 +180,8 @@ def run(rounds: int, number: int) -> dict[str, object]:
         "null_ns": round(statistics.median(tagged["null"]) * 1e9),
         "tagged_ratio_vs_null": {name: round(ratio(tagged, name), 3) for name in tagged},
         "untagged_ratio_vs_null": {name: round(ratio(untagged, name), 3) for name in untagged},
-        "sent": stats.sent,
-        "lost": stats.dropped + stats.failed + stats.rejected + stats.pending,
+        "sent": stats.sent + spool_stats.sent,
+        "lost": sum(s.dropped + s.failed + s.rejected + s.pending for s in (stats, spool_stats)),
     }
     return result
 

@@ -8,7 +8,7 @@ one file (gunicorn workers, a new worker beside a dying one, Celery children)::
     owners(token, pid, host, pidns, heartbeat)   one row per live process using the file
 
 **Ownership is a lease.** Each process has a random token; the rows it writes are its own, and it
-refreshes its heartbeat on every write and on ``heartbeat()``. An owner is dead when its heartbeat
+refreshes its heartbeat on ``heartbeat()`` and with writes (at most once a second). An owner is dead when its heartbeat
 is older than ``lease`` seconds, or when it ran on this host (same host name and pid namespace)
 and its pid is gone. ``adopt()`` takes the rows of dead owners, and rows released at a clean exit,
 whole owners at once; ``claim()`` returns only this process's rows, in id order. Ids are global
@@ -22,7 +22,8 @@ the rows really cost (bodies, keys, b-tree and index overhead), O(1) to read, an
 for every process sharing the file, with no running total to keep in step. Past ``max_bytes``, the
 oldest rows (of any owner) are deleted in the same transaction as the insert, so the file holds at
 most ``max_bytes`` plus one batch (freed pages are reused, never returned to the file system).
-The WAL comes on top: up to ~4 MiB between checkpoints, truncated to ``WAL_SIZE_LIMIT`` after.
+The WAL comes on top: up to ``WAL_CHECKPOINT_PAGES`` (40 MiB) between checkpoints, truncated to
+``WAL_SIZE_LIMIT`` after.
 
 **Faults never escape as sqlite3 errors**: every public method raises only ``SpoolError`` (read
 only, disk full, locked longer than ``BUSY_TIMEOUT``), and the spool is usable again once the
@@ -48,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import secrets
 import socket
@@ -62,6 +64,9 @@ from urllib.parse import quote
 
 from .exceptions import SpoolError
 
+#: Seconds between heartbeats written along with data, and between looks at the file's identity.
+_TOUCH_EVERY = 1.0
+
 #: Rows per INSERT or DELETE statement. One statement, not one per row (``executemany``): sqlite3
 #: lets go of the GIL at every step, and a thread that must win it back from a busy application
 #: thread waits up to the switch interval (5 ms) each time, so per-row steps crawl under load.
@@ -70,6 +75,8 @@ _ROWS_PER_STATEMENT = 8000
 
 #: Longest a statement waits for another process's write lock: the flush thread must never stall.
 BUSY_TIMEOUT = 0.25
+#: WAL pages (4 KiB each) before a checkpoint: 40 MiB, more than a burst of 100,000 records.
+WAL_CHECKPOINT_PAGES = 10_000
 #: The WAL is truncated to this after a checkpoint.
 WAL_SIZE_LIMIT = 1 << 20
 #: ``PRAGMA application_id``: this file is a feedback spool ("HLFS").
@@ -230,6 +237,8 @@ class Spool:
         self._notices: list[SpoolError] = []
         #: Of the rows the last ``append`` evicted, how many were this process's own.
         self.evicted_own = 0
+        self._touched = -math.inf  # when this process's heartbeat was last written
+        self._identity_checked = -math.inf  # monotonic
         self._local = _Local()
         self._broken: Optional[str] = None  # set in a child that must not use the spool
         self._fork_safe = False  # set by the before-fork hook when no transaction is open
@@ -283,16 +292,23 @@ class Spool:
         self.evicted_own = 0
         token = self._token
 
+        insert = (
+            "INSERT INTO records(data_id, body, created, owner) "
+            "SELECT coalesce(json_extract(value, '$[0]'), ''), CAST(value AS BLOB), "
+            "json_extract(value, '$[#-1]'), ? FROM json_each(?)"
+        )
+
         def op(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
-                self._touch(conn)
-                conn.execute(
-                    "INSERT INTO records(data_id, body, created, owner) "
-                    "SELECT coalesce(json_extract(value, '$[0]'), ''), CAST(value AS BLOB), "
-                    "json_extract(value, '$[#-1]'), ? FROM json_each(?)",
-                    (token, packed),
-                )
-                return self._evict(conn)
+            # In a burst, as few statements as can be: each gives the GIL up, and winning it back
+            # from a thread that logs flat out can take the whole switch interval. So the
+            # heartbeat rides along at most once a second, and the insert commits itself.
+            if self._clock() - self._touched >= _TOUCH_EVERY:
+                with _transaction(conn):
+                    self._touch(conn)
+                    conn.execute(insert, (token, packed))
+            else:
+                conn.execute(insert, (token, packed))
+            return self._evict(conn)
 
         return self._run(op)
 
@@ -481,7 +497,12 @@ class Spool:
             self._forget_parent()
         if self._broken:
             raise SpoolError(self.path, self._broken)
-        if self._conn is not None and self._identity != _identity(self.path):
+        # A stat gives the GIL up too: look at most once a second whether the file was replaced.
+        now = self._clock()
+        stale = self._conn is not None and now - self._identity_checked >= _TOUCH_EVERY
+        if stale:
+            self._identity_checked = now
+        if stale and self._identity != _identity(self.path):
             self._close_quietly()
             self._notices.append(
                 SpoolError(
@@ -492,6 +513,8 @@ class Spool:
                 )
             )
         if self._conn is None:
+            self._identity_checked = now
+            self._touched = -math.inf  # a new connection registers its owner first
             try:
                 self._conn = self._open()
             except _Corrupt as error:
@@ -552,6 +575,9 @@ class Spool:
             raise SpoolError(self.path, f"cannot use write-ahead logging here (got {mode!r})")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        # A checkpoint runs inside the commit that crosses this many pages, and holds the writer
+        # up while it copies and syncs: at the default (1,000 pages, 4 MiB) a burst meets several.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         check = conn.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise _Corrupt(check)
@@ -564,10 +590,14 @@ class Spool:
     def _touch(self, conn: sqlite3.Connection) -> None:
         """Refresh this process's heartbeat, registering it if needed (inside a transaction).
 
+        Every write used to do this; ``append_packed`` does it at most once a second (the lease
+        is 30 s), and a connection opened afresh does it first.
+
         A process taken for dead while it was stopped comes back here under the same token;
         its rows went to the adopter, which reported it.
         """
         now = self._clock()
+        self._touched = now
         updated = conn.execute(
             "UPDATE owners SET heartbeat = ? WHERE token = ?", (now, self._token)
         ).rowcount

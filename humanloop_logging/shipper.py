@@ -139,6 +139,8 @@ class _Engine:
         self._dropped_reported = 0
         # The spool's part: own rows on disk, rows taken over, own rows another process evicted.
         self._spooled = self._adopted = self._evicted = self._evicted_reported = 0
+        self._evicting = False  # the last write to the spool evicted rows: a burst goes on
+        self._spool_lock = threading.Lock()  # a spool change and its count change, together
         self._rows: dict[int, int] = {}  # id() of a payload in flight -> its row id
         self._retry_at = 0.0  # monotonic: no send from the spool before (after an outage)
         self._retry_wait = 0.0
@@ -295,7 +297,7 @@ class _Engine:
             )
             self._dropped_reported = dropped
         evicted = self._evicted
-        if evicted > self._evicted_reported:
+        if evicted > self._evicted_reported and not self._evicting:  # the burst is over
             self.reporter.report(
                 SpoolError(
                     self.settings.spool_path or "",
@@ -481,8 +483,9 @@ class _Engine:
             self._give_up(chunk, DeliveryError(f"unexpected error: {safe_repr(error)}"), epoch)
         else:
             self._auth_failed = self._outage = False
-            if self._finish(epoch, sent=len(chunk)):
-                self._settle(chunk)
+            self._retry_wait = 0.0
+            self._settle(chunk)  # off the disk first, then counted: spooled never exceeds pending
+            self._finish(epoch, sent=len(chunk))
             self.reporter.recovered()
             return "ok", []
         return "failed", []
@@ -550,9 +553,8 @@ class _Engine:
             reasons = _details.body_errors(error.details, 1) or [error.message]
             named = {0: [("", reason) for reason in reasons]}
         rejected = [(chunk[index][0], named[index]) for index in sorted(named)]
+        self._settle([chunk[index] for index in named])
         counted = self._finish(epoch, rejected=len(rejected))
-        if counted:
-            self._settle([chunk[index] for index in named])
         for record, fields in rejected if counted else []:
             reasons = [f"{field}: {message}" if field else message for field, message in fields]
             self.reporter.report(
@@ -570,9 +572,9 @@ class _Engine:
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
         if error.retryable and self._keep_spooled(chunk):
             return  # kept on disk, to be tried again later: nothing is given up for time alone
+        self._settle(chunk)
         if not self._finish(epoch, failed=len(chunk), out_of_time=error.retryable):
             return  # written off and reported by close() already
-        self._settle(chunk)
         error.records = [payload for payload, _ in chunk]
         if isinstance(error, AuthenticationError):
             if self._auth_failed:
@@ -614,8 +616,10 @@ class _Engine:
             late = now >= self._deadline
             stop = late or (self._closing and not queue)
             if not queue and not stop and now < self._next_upkeep:
-                self._cond.wait(self._next_upkeep - now)
-                return True
+                if not self._evicting:
+                    self._cond.wait(self._next_upkeep - now)
+                    return True
+                self._evicting = False  # the queue ran dry: a burst of evictions is over
             take = len(queue) if (late or self._closing) else min(len(queue), _SPOOL_CHUNK)
             items = [queue.popleft() for _ in range(take)]
             self._taken += take
@@ -633,6 +637,7 @@ class _Engine:
                     self._idle = True
                 self._cond.notify_all()
             self._leave_on_disk()
+            self._evicting = False
             self.housekeeping()
             return False
         self._upkeep()
@@ -698,13 +703,15 @@ class _Engine:
         else:
             if spool is not None:
                 try:
-                    spool.append_packed(packed)
+                    with self._spool_lock:
+                        evicted = spool.append_packed(packed)
+                        with self._lock:
+                            self._spooled += len(items) - spool.evicted_own
+                            self._count_lost_locked(spool.evicted_own)
                 except SpoolError as error:
                     self._spool_broken(error)
                 else:
-                    with self._lock:
-                        self._spooled += len(items) - spool.evicted_own
-                        self._count_lost_locked(spool.evicted_own)
+                    self._evicting = evicted > 0
                     return
             rows = [(str(item[DATA_ID]), _CAPTURED.encode(item).encode(), 0.0) for item in items]
         spool = self._spool
@@ -712,16 +719,25 @@ class _Engine:
             return
         if spool is not None:
             try:
-                spool.append(rows)
+                with self._spool_lock:
+                    evicted = spool.append(rows)
+                    with self._lock:
+                        self._spooled += len(rows) - spool.evicted_own
+                        self._count_lost_locked(spool.evicted_own)
             except SpoolError as error:
                 self._spool_broken(error)
             else:
-                with self._lock:
-                    self._spooled += len(rows) - spool.evicted_own
-                    self._count_lost_locked(spool.evicted_own)
+                self._evicting = evicted > 0
                 return
         # No spool (any more): straight to the service.
-        payloads = [p for p in (self._unspool(body, epoch) for _, body, _ in rows) if p]
+        payloads: list[Payload] = []
+        errors: list[FeedbackValidationError] = []
+        for _, body, _ in rows:
+            try:
+                payloads.append(self._unspool(body))
+            except FeedbackValidationError as error:
+                errors.append(error)
+        self._refuse(errors, epoch)
         if payloads:
             with self._send_lock:
                 self._deliver(payloads, epoch)
@@ -747,20 +763,20 @@ class _Engine:
             rows.append((payload["data_id"], data, item[TIMESTAMP]))
         return rows
 
-    def _unspool(self, body: bytes, epoch: int) -> Optional[Payload]:
-        """A row's record as it is sent; None (counted and reported) if it is refused."""
+    def _unspool(self, body: bytes) -> Payload:
+        """A row's record as it is sent; raises FeedbackValidationError if it is refused."""
         if body[:1] != b"[":  # a request body, validated when it was written
             payload: dict[str, Any] = json.loads(body)
             return payload, body
         fields = json.loads(body)
         if type(fields[VALUE]) is list:
             fields[VALUE] = tuple(fields[VALUE])  # as captured: a list value is frozen
-        try:
-            return to_payload(tuple(fields), self._default_user)
-        except FeedbackValidationError as error:
-            self._finish(epoch, rejected=1)
+        return to_payload(tuple(fields), self._default_user)
+
+    def _refuse(self, errors: list[FeedbackValidationError], epoch: int) -> None:
+        self._finish(epoch, rejected=len(errors))
+        for error in errors:
             self.reporter.report(error, kind=f"invalid:{error.field}")
-            return None
 
     def _count_lost_locked(self, lost: int) -> None:
         """Own rows that left the spool without this process: evicted past max_spool_bytes."""
@@ -777,23 +793,25 @@ class _Engine:
             return
         self._next_upkeep = now + _UPKEEP_EVERY
         try:
-            adopted = spool.adopt()
-            expired = spool.expire(self.settings.spool_max_age)
-            own = spool.count()
+            with self._spool_lock:
+                adopted = spool.adopt()
+                expired = spool.expire(self.settings.spool_max_age)
+                own = spool.count()
+                with self._lock:
+                    self._adopted += adopted
+                    self._taken += adopted
+                    self._failed += len(expired)
+                    self._finished += len(expired)
+                    self._spooled += adopted - len(expired)
+                    # Own rows that left without this process: another's eviction took them.
+                    self._count_lost_locked(self._spooled - own)
+                    self._spooled = own
         except SpoolError as error:
             self._spool_broken(error)
             return
+        self._evicting = False
         for notice in spool.take_notices():
             self.reporter.report(notice, kind="spool-notice")
-        with self._lock:
-            self._adopted += adopted
-            self._taken += adopted
-            self._spooled += adopted
-            self._failed += len(expired)
-            self._finished += len(expired)
-            self._spooled -= len(expired)
-            self._count_lost_locked(self._spooled - len(self._rows) - own)
-            self._spooled = max(own, len(self._rows))
         if expired:
             self.reporter.report(
                 DeliveryError(
@@ -821,20 +839,25 @@ class _Engine:
             return
         payloads: list[Payload] = []
         refused: list[int] = []
+        errors: list[FeedbackValidationError] = []
         for row in rows:
-            unspooled = self._unspool(row.body, epoch)
-            if unspooled is None:
+            try:
+                unspooled = self._unspool(row.body)
+            except FeedbackValidationError as error:
                 refused.append(row.id)
+                errors.append(error)
                 continue
             self._rows[id(unspooled[0])] = row.id
             payloads.append(unspooled)
-        if refused:
-            with self._lock:
-                self._spooled -= len(refused)
+        if refused:  # off the disk first, then counted: spooled never exceeds pending
             try:
-                spool.delete(refused)
+                with self._spool_lock:
+                    spool.delete(refused)
+                    with self._lock:
+                        self._spooled -= len(refused)
             except SpoolError as error:
                 self._spool_broken(error)
+            self._refuse(errors, epoch)
         try:
             with self._send_lock:
                 self._deliver(payloads, epoch)
@@ -847,10 +870,11 @@ class _Engine:
         spool = self._spool
         if not ids or spool is None:
             return
-        with self._lock:
-            self._spooled -= len(ids)
         try:
-            spool.delete(ids)
+            with self._spool_lock:
+                spool.delete(ids)
+                with self._lock:
+                    self._spooled -= len(ids)
         except SpoolError as error:  # they may be sent again by whoever reads the file next
             self._spool_broken(error)
 
@@ -926,7 +950,9 @@ class _Engine:
                 self._send_wake.notify_all()
             while self._finished < target:
                 remaining = end - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or (self._idle and not self._blocking):
+                    # No thread runs (closed, or exited): what is left waits in the spool for
+                    # the next process, and waiting would only pass the time.
                     return False
                 self._cond.wait(remaining)
             return True

@@ -10,6 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+
+# requests imports netrc when a request first looks for credentials. Imported that late, its
+# module lock may be held by the flush thread when the application forks, and the child's first
+# request would wait for it forever: so it is imported here, with the transport.
+import netrc  # noqa: F401
 import socket
 import ssl
 import threading

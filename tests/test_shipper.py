@@ -374,8 +374,11 @@ def test_a_record_racing_close_is_never_left_pending(make: Make) -> None:
     assert rig.shipper.flush(10.0)
     stats = rig.stats()
     assert stats.pending == 0
-    assert stats.enqueued == sent[0] == stats.sent + stats.dropped
-    assert sum(ids(rig.fake).values()) == stats.sent
+    # A close that cannot empty the queue before its deadline (the producer keeps it full) gives
+    # up on what is left, and says so: every record is sent, dropped or given up on, none lost.
+    assert stats.enqueued == sent[0] == stats.sent + stats.dropped + stats.failed
+    # At most the one batch cut off at a deadline after the stand-in took it arrives unaccounted.
+    assert stats.sent <= sum(ids(rig.fake).values()) <= stats.sent + 7
     assert rig.shipper.close()
 
 

@@ -513,12 +513,14 @@ def test_a_database_that_is_not_a_spool_is_left_alone(path: str) -> None:
 
 def test_a_file_replaced_by_another_process_is_followed(path: str) -> None:
     """When another process moves the file aside, this one notices, starts on the new file, and
-    its ids never collide with those it holds from the old one."""
-    spool = Spool(path, max_bytes=10 << 20)
+    its ids never collide with those it holds from the old one (it looks once a second)."""
+    now = [time.time()]
+    spool = Spool(path, max_bytes=10 << 20, clock=lambda: now[0])
     spool.append(rows(2))
     old_ids = {row.id for row in spool.claim(10)}
     for suffix in ("-wal", "-shm", ""):  # as another process's _recover does
         os.rename(path + suffix, path + ".aside" + suffix)
+    now[0] += 1.5
     spool.append(rows(1, prefix="new"))
     (notice,) = spool.take_notices()
     assert "moved or removed by another process" in notice.reason

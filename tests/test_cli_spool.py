@@ -1,0 +1,127 @@
+"""``humanloop-logging spool status`` and ``spool drain``, run as users run them: a real command in
+a subprocess, against a spool a killed process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from humanloop_logging._spool import read_status
+from humanloop_logging.testing import FakeHumanloop
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+KEY = "hl-cli-spool-key"
+
+
+def command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "humanloop_logging", "spool", *args],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        env=env,
+        check=False,
+    )
+
+
+def leave_in_spool(path: Path, count: int) -> None:
+    """A process logs ``count`` records with the service down, says they are on disk, and is
+    killed with SIGKILL: its rows are left to whoever comes next."""
+    script = textwrap.dedent(
+        f"""
+        import logging, sys
+        from humanloop_logging import FeedbackHandler
+        handler = FeedbackHandler({KEY!r}, "http://127.0.0.1:9/v4", spool_path={str(path)!r},
+                                  max_retry_time=0.2, flush_interval=60)
+        log = logging.getLogger("app"); log.addHandler(handler); log.setLevel(logging.INFO)
+        for n in range({count}):
+            log.info("fb", extra={{"data_id": f"d-{{n}}", "type": "rating", "value": "good"}})
+        while handler.stats().spooled < {count}:
+            handler.flush(0.05)
+        print("ON DISK", flush=True)
+        sys.stdin.read()
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ON DISK"
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> Path:
+    return tmp_path / "spool" / "feedback.db"
+
+
+def test_status_shows_rows_bytes_age_and_owners(spool_path: Path) -> None:
+    """status reads a spool without taking anything over: rows, bytes, oldest age, the owner."""
+    leave_in_spool(spool_path, 40)
+    result = command("status", str(spool_path))
+    assert result.returncode == 0, result.stderr
+    assert f"spool:      {spool_path}" in result.stdout
+    assert "rows:       40 (0 waiting" in result.stdout
+    assert "bytes:" in result.stdout
+    assert "oldest:" in result.stdout
+    assert ": gone, 40 row(s)" in result.stdout  # the killed process
+    assert read_status(str(spool_path)).rows == 40  # nothing was taken
+
+
+def test_status_of_no_spool_is_an_error(tmp_path: Path) -> None:
+    """status on a path with no spool says so and exits 1."""
+    result = command("status", str(tmp_path / "none.db"))
+    assert result.returncode == 1
+    assert "no spool here" in result.stderr
+
+
+def test_drain_sends_everything_once_and_exits_0_on_an_empty_spool(spool_path: Path) -> None:
+    """drain takes over a killed process's rows, sends each once, and exits 0 when empty."""
+    leave_in_spool(spool_path, 250)
+    with FakeHumanloop(api_key=KEY) as fake:
+        result = command("drain", str(spool_path), "--base-url", fake.base_url, "--api-key", KEY)
+        received = sorted(item["data_id"] for item in fake.received)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert received == sorted(f"d-{n}" for n in range(250))
+    assert "250 sent, 0 rejected, 0 given up, 0 left" in result.stdout
+    assert read_status(str(spool_path)).rows == 0
+    assert KEY not in result.stdout + result.stderr
+
+
+def test_drain_interrupted_leaves_the_rest_on_disk(spool_path: Path) -> None:
+    """Ctrl-C during a drain against a service that never answers: exit 130, nothing lost, the
+    rows still on disk for the next process."""
+    leave_in_spool(spool_path, 30)
+    with FakeHumanloop(api_key=KEY) as fake:
+        fake.hang_next(100)
+        env = {**os.environ, "HUMANLOOP_API_KEY": KEY, "HUMANLOOP_BASE_URL": fake.base_url}
+        drain = subprocess.Popen(
+            [sys.executable, "-m", "humanloop_logging", "spool", "drain", str(spool_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert fake.wait_for_arrivals(1, timeout=20)  # a request is in flight
+            drain.send_signal(signal.SIGINT)
+            out, err = drain.communicate(timeout=30)
+        finally:
+            if drain.poll() is None:
+                drain.kill()
+        fake.clear()
+    assert drain.returncode == 130, out + err
+    assert "30 left in" in out, out
+    status = read_status(str(spool_path))
+    assert status.rows == 30
+    assert "Traceback" not in err, err

@@ -103,6 +103,7 @@ def stand_in(api_key: str) -> Iterator[str]:
         "0",
         "--api-key",
         api_key,
+        "--quiet",  # a line per request would fill the pipe nobody reads after start-up
     ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

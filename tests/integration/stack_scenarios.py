@@ -112,10 +112,11 @@ def _drain_after(run: Run, env: dict[str, str], spool: Path) -> Run:
 def uvicorn_cli(
     lifespan_close: bool, spool: bool = False
 ) -> Callable[[str, Optional[FakeHumanloop]], Run]:
-    def run(base_url: str, _fake: Optional[FakeHumanloop]) -> Run:
+    def run(base_url: str, fake: Optional[FakeHumanloop]) -> Run:
         port = free_port()
         env = child_env(base_url, extra={"HL_LIFESPAN_CLOSE": "1" if lifespan_close else "0"})
-        path = _with_spool(env) if spool else None
+        # With the backend down there is nothing a drain could send: it would retry until stopped.
+        path = _with_spool(env) if spool and fake is not None else None
         argv = [python(), "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1"]
         argv += ["--port", str(port), "--app-dir", str(APPS), "--lifespan", "on"]
         ended = _serve_and_sigterm(argv, env, port, "uvicorn-cli")
@@ -127,10 +128,10 @@ def uvicorn_cli(
 def uvicorn_script(
     exit_on_sigterm: bool, spool: bool = False
 ) -> Callable[[str, Optional[FakeHumanloop]], Run]:
-    def run(base_url: str, _fake: Optional[FakeHumanloop]) -> Run:
+    def run(base_url: str, fake: Optional[FakeHumanloop]) -> Run:
         port = free_port()
         env = child_env(base_url)
-        path = _with_spool(env) if spool else None
+        path = _with_spool(env) if spool and fake is not None else None
         argv = [python(), str(APPS / "uvicorn_script.py"), "--port", str(port)]
         if exit_on_sigterm:
             argv.append("--exit-on-sigterm")

@@ -17,8 +17,9 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from . import _details, _lifecycle
@@ -701,34 +702,16 @@ class _Engine:
         except (TypeError, ValueError):
             rows = self._rows_one_by_one(items, epoch)
         else:
-            if spool is not None:
-                try:
-                    with self._spool_lock:
-                        evicted = spool.append_packed(packed)
-                        with self._lock:
-                            self._spooled += len(items) - spool.evicted_own
-                            self._count_lost_locked(spool.evicted_own)
-                except SpoolError as error:
-                    self._spool_broken(error)
-                else:
-                    self._evicting = evicted > 0
-                    return
+            if spool is not None and self._write(
+                spool, partial(spool.append_packed, packed), items
+            ):
+                return
             rows = [(str(item[DATA_ID]), _CAPTURED.encode(item).encode(), 0.0) for item in items]
         spool = self._spool
         if not rows:
             return
-        if spool is not None:
-            try:
-                with self._spool_lock:
-                    evicted = spool.append(rows)
-                    with self._lock:
-                        self._spooled += len(rows) - spool.evicted_own
-                        self._count_lost_locked(spool.evicted_own)
-            except SpoolError as error:
-                self._spool_broken(error)
-            else:
-                self._evicting = evicted > 0
-                return
+        if spool is not None and self._write(spool, partial(spool.append, rows), rows):
+            return
         # No spool (any more): straight to the service.
         payloads: list[Payload] = []
         errors: list[FeedbackValidationError] = []
@@ -741,6 +724,20 @@ class _Engine:
         if payloads:
             with self._send_lock:
                 self._deliver(payloads, epoch)
+
+    def _write(self, spool: Spool, write: Callable[[], int], records: Sized) -> bool:
+        """One write of ``records`` to the spool, counted with it; False if the spool failed."""
+        try:
+            with self._spool_lock:
+                evicted = write()
+                with self._lock:
+                    self._spooled += len(records) - spool.evicted_own
+                    self._count_lost_locked(spool.evicted_own)
+        except SpoolError as error:
+            self._spool_broken(error)
+            return False
+        self._evicting = evicted > 0
+        return True
 
     def _rows_one_by_one(self, items: list[Captured], epoch: int) -> list[tuple[str, bytes, float]]:
         """Rows for records of which some are not plain JSON; those are validated now."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -141,6 +142,28 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument(
         "--quiet", action="store_true", help="print no line per request, only the summary"
     )
+    serve.add_argument(
+        "--rate-limit",
+        metavar="RPS",
+        type=_rate,
+        default=None,
+        help="answer POSTs beyond RPS requests per second with 429 and a Retry-After, as a token "
+        "bucket (default: no limit)",
+    )
+    serve.add_argument(
+        "--burst",
+        metavar="N",
+        type=_burst,
+        default=None,
+        help="requests the rate limit lets through at once (default: one second's worth)",
+    )
+    serve.add_argument(
+        "--retry-after",
+        choices=_RETRY_AFTER_CHOICES,
+        default="integer",
+        help="the Retry-After of a rate-limited request: whole seconds rounded up, the exact wait "
+        "to the millisecond, or no header (default: %(default)s)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -153,6 +176,34 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, not {port}")
     return port
 
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(rate) or rate < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return rate
+
+
+def _burst(text: str) -> int:
+    try:
+        burst = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if burst < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {burst}")
+    return burst
+
+
+#: --retry-after's choices, and the set_rate_limit() form each stands for.
+_RETRY_AFTER_CHOICES = {"integer": "integer", "fractional": "fractional", "none": None}
+_RETRY_AFTER_WORDS = {
+    "integer": "a Retry-After in whole seconds",
+    "fractional": "a Retry-After to the millisecond",
+    "none": "no Retry-After",
+}
 
 _FLAVOUR_NAMES = {"v1": "FastAPI 0.99 on pydantic 1", "v2": "current FastAPI on pydantic 2"}
 
@@ -259,6 +310,12 @@ def _serve(args: argparse.Namespace) -> int:
             flavour=args.flavour,
             on_request=log,
         )
+        if args.rate_limit or args.burst is not None:
+            fake.set_rate_limit(
+                args.rate_limit,
+                burst=args.burst,
+                retry_after=_RETRY_AFTER_CHOICES[args.retry_after],
+            )
     except ValueError as exc:
         print(f"humanloop-logging serve: {exc}", file=sys.stderr)
         if record is not None:
@@ -282,6 +339,12 @@ def _serve(args: argparse.Namespace) -> int:
             f"Answering like {_FLAVOUR_NAMES[fake.flavour]} (--flavour {fake.flavour}), "
             f"bodies checked by {fake.validator}"
         )
+        if fake.rate_limit is not None:
+            rate, burst = fake.rate_limit
+            print(
+                f"Rate limit: {rate:g} requests/s, burst {burst}; over it, a 429 "
+                f"with {_RETRY_AFTER_WORDS[args.retry_after]}"
+            )
         if record is not None:
             print(f"Recording accepted items to {args.record}")
         print("Press Ctrl-C to stop.", flush=True)

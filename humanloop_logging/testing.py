@@ -3,7 +3,7 @@
 :class:`FakeHumanloop` is a real HTTP/1.1 server on 127.0.0.1 that answers ``POST /v4/feedback``
 as the service does (same validation, same 200/401/422 bodies) and records what it was sent, so
 tests exercise the real transport, retries and threads instead of mocks. Faults can be injected to
-test how a client copes with outages, resets, slow answers and rejected datapoints::
+test how a client copes with outages, resets, slow answers, a rate limit and rejected datapoints::
 
     from humanloop_logging.testing import FakeHumanloop
 
@@ -44,10 +44,21 @@ from ._fake_validate import FEEDBACK_PATH, FLAVOURS, answer_request, body_valida
 from ._version import __version__
 from .exceptions import HumanloopLoggingError
 
-__all__ = ["FEEDBACK_PATH", "FLAVOURS", "ErrorLog", "FakeHumanloop", "RecordedRequest"]
+__all__ = [
+    "FEEDBACK_PATH",
+    "FLAVOURS",
+    "RETRY_AFTER_FORMS",
+    "ErrorLog",
+    "FakeHumanloop",
+    "RecordedRequest",
+]
 
 #: Longest a stop() waits for one connection thread after its socket was shut down.
 _JOIN_TIMEOUT = 5.0
+
+#: How set_rate_limit() may write ``Retry-After``: whole seconds rounded up (what services send),
+#: the exact wait rounded up to the millisecond, or no header at all.
+RETRY_AFTER_FORMS = ("integer", "fractional", None)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,40 @@ class _Failure:
     retry_after: Optional[str]
 
 
+class _TokenBucket:
+    """The rate limit's state: ``burst`` tokens at most, refilled at ``rate`` per second.
+
+    Not locked itself: FakeHumanloop calls it with its own lock held.
+    """
+
+    def __init__(self, rate: float, burst: int, retry_after: Optional[str], now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.retry_after = retry_after
+        self._tokens = float(burst)
+        self._updated = now
+
+    def take(self, now: float) -> Optional[float]:
+        """Take a token: None if there was one, else the seconds until one will be there."""
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+        self._updated = max(self._updated, now)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        return (1.0 - self._tokens) / self.rate
+
+    def header(self, wait: float) -> tuple[tuple[str, str], ...]:
+        """The ``Retry-After`` header for a refusal ``wait`` seconds before the next token."""
+        if self.retry_after is None:
+            return ()
+        if self.retry_after == "integer":
+            return (("Retry-After", str(max(1, math.ceil(wait)))),)
+        seconds, milliseconds = divmod(max(1, math.ceil(round(wait * 1000, 6))), 1000)
+        text = f"{seconds}.{milliseconds:03d}".rstrip("0") if milliseconds else str(seconds)
+        return (("Retry-After", text),)
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What to send back; None instead of an answer means drop the connection."""
@@ -98,6 +143,10 @@ class _Answer:
 
 def _json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, allow_nan=False).encode("utf-8")
+
+
+#: The body of a 429 from set_rate_limit(), as a FastAPI service raising HTTPException(429) sends.
+_RATE_LIMITED = _json_bytes({"detail": "Rate limit exceeded"})
 
 
 def _format_retry_after(value: Union[str, float, None]) -> Optional[str]:
@@ -360,8 +409,13 @@ class FakeHumanloop:
     """A local, in-process stand-in for ``https://api.humanloop.com/v4`` ``POST /feedback``.
 
     Thread-safe: tests may inject faults and read what was received while clients are posting.
-    Faults apply in this order: reset, hang, latency, fail, then the service's own checks (route,
-    API key, body validation, unknown datapoints).
+    Faults apply in this order: reset, hang, latency, rate limit, fail, then the service's own
+    checks (route, API key, body validation, unknown datapoints). The rate limit stands where a
+    gateway's would: a request it refuses never reaches the outage of fail_next() nor the service,
+    and a request it lets through has used its token whatever the service then answers.
+
+    ``clock`` is the monotonic clock the rate limit's bucket refills on; a test can pass one that
+    it advances itself, to see a token come back without waiting for it.
     """
 
     def __init__(
@@ -373,6 +427,7 @@ class FakeHumanloop:
         flavour: str = "v1",
         validator: str = "auto",
         on_request: Optional[Callable[[RecordedRequest], None]] = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -381,6 +436,7 @@ class FakeHumanloop:
         self._validator_name, self._validate = body_validator(flavour, validator)
         self._flavour = flavour
         self._on_request = on_request
+        self._clock = clock
         self.api_key = api_key
         self.host = host
         self._port = port
@@ -399,6 +455,8 @@ class FakeHumanloop:
         self._failures: deque[_Failure] = deque()
         self._latency = 0.0
         self._rejected_data_ids: frozenset[str] = frozenset()
+        self._bucket: Optional[_TokenBucket] = None
+        self._rate_limited = 0
         self._clear_generation = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -524,8 +582,22 @@ class FakeHumanloop:
         with self._changed:
             return self._changed.wait_for(lambda: self._arrivals >= count, timeout)
 
+    @property
+    def rate_limit(self) -> Optional[tuple[float, int]]:
+        """``(requests per second, burst)`` of the rate limit in force; None when there is none."""
+        with self._changed:
+            bucket = self._bucket
+        return None if bucket is None else (bucket.rate, bucket.burst)
+
+    @property
+    def rate_limited(self) -> int:
+        """How many POSTs the rate limit answered 429 (they are in ``requests``, not ``received``)."""
+        with self._changed:
+            return self._rate_limited
+
     def clear(self) -> None:
-        """Forget everything received and every fault, latency and rejected id; release hangs."""
+        """Forget everything received and every fault, latency, rate limit and rejected id; release
+        hangs."""
         with self._changed:
             self._requests.clear()
             self._received.clear()
@@ -533,6 +605,8 @@ class FakeHumanloop:
             self._resets = self._hangs = 0
             self._failures.clear()
             self._latency = 0.0
+            self._bucket = None
+            self._rate_limited = 0
             self._rejected_data_ids = frozenset()
             self._clear_generation += 1
             self._changed.notify_all()
@@ -587,6 +661,53 @@ class FakeHumanloop:
             raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
         with self._changed:
             self._latency = float(seconds)
+
+    def set_rate_limit(
+        self,
+        requests_per_second: Optional[float],
+        *,
+        burst: Optional[int] = None,
+        retry_after: Optional[str] = "integer",
+    ) -> None:
+        """Answer POSTs beyond ``requests_per_second`` with 429, as a token bucket; None or 0 turns
+        it off.
+
+        The bucket holds ``burst`` tokens (default: one second's worth, at least 1), starts full,
+        and refills continuously; each POST that reaches the limit takes one. A POST that finds no
+        token is answered ``429 {"detail": "Rate limit exceeded"}`` with a ``Retry-After`` saying
+        when the next token will be there: ``retry_after="integer"`` (the default) rounds that up
+        to whole seconds, at least 1, as services send it (delta-seconds are an integer in
+        RFC 9110); ``"fractional"`` gives the exact wait rounded up to the millisecond (``0.05``);
+        None sends no header. A refused request is recorded in ``requests`` with its 429, counted
+        in ``rate_limited``, and accepts nothing. Calling this again starts a new, full bucket.
+        """
+        if requests_per_second is not None and (
+            isinstance(requests_per_second, bool)
+            or not isinstance(requests_per_second, (int, float))
+            or not math.isfinite(requests_per_second)
+            or requests_per_second < 0
+        ):
+            raise ValueError(
+                "requests_per_second must be a finite number >= 0 (0 or None: no limit), "
+                f"not {requests_per_second!r}"
+            )
+        if not requests_per_second:
+            if burst is not None:
+                raise ValueError("burst needs a rate limit (requests_per_second > 0)")
+            with self._changed:
+                self._bucket = None
+            return
+        if burst is None:
+            burst = max(1, math.ceil(requests_per_second))
+        elif isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"burst must be an integer >= 1, not {burst!r}")
+        if retry_after not in RETRY_AFTER_FORMS:
+            raise ValueError(
+                f"retry_after must be one of {RETRY_AFTER_FORMS!r}, not {retry_after!r}"
+            )
+        bucket = _TokenBucket(float(requests_per_second), burst, retry_after, self._clock())
+        with self._changed:
+            self._bucket = bucket
 
     def reject_data_ids(self, *data_ids: str) -> None:
         """Answer 422 "Datapoint ... not found" to any request with feedback for these data ids."""
@@ -669,8 +790,14 @@ class FakeHumanloop:
             return None
 
         with self._changed:
-            failure = self._failures.popleft() if method == "POST" and self._failures else None
+            refusal = self._rate_limit_locked() if method == "POST" else None
+            failure = None
+            if refusal is None and method == "POST" and self._failures:
+                failure = self._failures.popleft()
             rejected_ids = self._rejected_data_ids
+        if refusal is not None:
+            record(refusal.status, None, refusal.payload)
+            return refusal
         answer, accepted = self._service_answer(
             method=method,
             path=path,
@@ -681,6 +808,17 @@ class FakeHumanloop:
         )
         record(answer.status, accepted, answer.payload)
         return answer
+
+    def _rate_limit_locked(self) -> Optional[_Answer]:
+        """Take a token for a POST: None if it may go on, else its 429 (counted). Lock held."""
+        bucket = self._bucket
+        if bucket is None:
+            return None
+        wait = bucket.take(self._clock())
+        if wait is None:
+            return None
+        self._rate_limited += 1
+        return _Answer(429, _RATE_LIMITED, bucket.header(wait))
 
     def _service_answer(
         self,

@@ -182,6 +182,55 @@ def test_serve_exits_cleanly_with_a_keep_alive_client_connected(serve: Serve) ->
     assert (returncode, stderr) == (0, "")
 
 
+@posix_only
+@pytest.mark.slow
+def test_serve_rate_limit_answers_429_beyond_the_burst() -> None:
+    """--rate-limit and --burst: the burst is answered 200, the next POST 429 with a Retry-After
+    in whole seconds, printed as a line and counted in the summary."""
+    child = Serve("--port", "0", "--api-key", "k", "--rate-limit", "0.01", "--burst", "2")
+    try:
+        match = URL_LINE.match(child.line())
+        assert match
+        url = match.group(1) + "/feedback"
+        assert child.line() == "API key: k"
+        assert child.line().startswith("Answering like")
+        assert child.line() == (
+            "Rate limit: 0.01 requests/s, burst 2; over it, a 429 with a Retry-After in whole "
+            "seconds"
+        )
+        assert child.line() == "Press Ctrl-C to stop."
+        with requests.Session() as session:
+            answers = [
+                session.post(
+                    url, json={"type": "rating", "value": n}, headers={"X-API-KEY": "k"}, timeout=10
+                )
+                for n in range(3)
+            ]
+        assert [answer.status_code for answer in answers] == [200, 200, 429]
+        assert answers[2].json() == {"detail": "Rate limit exceeded"}
+        # 100 s to the next token at 0.01/s, less the little that passed since the start.
+        assert 90 <= int(answers[2].headers["Retry-After"]) <= 100
+        lines = [REQUEST_LINE.match(child.line()) for _ in answers]
+        assert [line.group("rest") if line else None for line in lines] == [
+            "200, 1 item",
+            "200, 1 item",
+            "429, 1 item: Rate limit exceeded",
+        ]
+        returncode, stderr = child.stop(signal.SIGTERM)
+        assert (returncode, stderr) == (0, "")
+        assert child.line() == (
+            "Received 3 requests: 2 answered 200 (2 items accepted), 1 answered 429."
+        )
+    finally:
+        child.kill()
+
+
+def test_serve_burst_without_a_rate_limit_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--burst alone would silently do nothing: it is refused with exit status 2 instead."""
+    assert main(["serve", "--port", "0", "--burst", "5"]) == 2
+    assert "burst needs a rate limit" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_serve_reports_a_busy_port_and_exits_1() -> None:
     """A port already in use is a one-line error and exit status 1, not a traceback."""
@@ -208,9 +257,25 @@ def test_serve_reports_a_busy_port_and_exits_1() -> None:
         ["serve", "--port", "70000"],
         ["serve", "--port", "http"],
         ["serve", "--flavour", "v3"],
+        ["serve", "--rate-limit", "-1"],
+        ["serve", "--rate-limit", "fast"],
+        ["serve", "--rate-limit", "nan"],
+        ["serve", "--rate-limit", "5", "--burst", "0"],
+        ["serve", "--rate-limit", "5", "--retry-after", "date"],
         ["bogus"],
     ],
-    ids=["no-command", "port-too-big", "port-not-a-number", "unknown-flavour", "unknown-command"],
+    ids=[
+        "no-command",
+        "port-too-big",
+        "port-not-a-number",
+        "unknown-flavour",
+        "negative-rate",
+        "rate-not-a-number",
+        "rate-not-finite",
+        "burst-zero",
+        "unknown-retry-after",
+        "unknown-command",
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Bad command lines are argparse usage errors (exit 2) with a message on stderr."""

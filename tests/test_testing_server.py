@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -832,6 +833,185 @@ def test_wait_for_items_returns_false_on_timeout(fake_humanloop: FakeHumanloop) 
     assert fake_humanloop.wait_for_items(1, timeout=0.05) is False
     assert fake_humanloop.wait_for_requests(1, timeout=0.05) is False
     assert fake_humanloop.wait_for_items(0) is True
+
+
+class ManualClock:
+    """A monotonic clock that moves only when the test says so, for the rate limit's bucket."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clocked() -> Iterator[tuple[FakeHumanloop, ManualClock]]:
+    """A started stand-in whose rate limit refills on a ManualClock."""
+    clock = ManualClock()
+    with FakeHumanloop(clock=clock) as fake:
+        yield fake, clock
+
+
+def statuses(fake: FakeHumanloop, count: int, **kwargs: Any) -> list[int]:
+    """POST ``count`` items one after another on one connection; their statuses."""
+    with requests.Session() as session:
+        return [
+            post(fake, {"type": "rating", "value": n}, session=session, **kwargs).status_code
+            for n in range(count)
+        ]
+
+
+def test_rate_limit_lets_a_burst_through_then_answers_429_until_a_token_is_back(
+    clocked: tuple[FakeHumanloop, ManualClock],
+) -> None:
+    """A full bucket passes ``burst`` POSTs; the next gets a 429 whose Retry-After is honest."""
+    fake, clock = clocked
+    fake.set_rate_limit(2, burst=3)
+    assert fake.rate_limit == (2.0, 3)
+    assert statuses(fake, 3) == [200, 200, 200]
+    refused = post(fake, {"type": "rating", "value": "over"})
+    assert refused.status_code == 429
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.json() == {"detail": "Rate limit exceeded"}
+    assert refused.headers["Retry-After"] == "1"  # 0.5 s to the next token, in whole seconds
+    clock.advance(0.49)
+    assert statuses(fake, 1) == [429]
+    clock.advance(0.01)
+    assert statuses(fake, 2) == [200, 429]
+    clock.advance(60)  # refills up to the burst, no further
+    assert statuses(fake, 4) == [200, 200, 200, 429]
+    assert fake.rate_limited == 4
+    assert [r.status for r in fake.requests].count(429) == 4
+    assert json.loads(fake.requests[3].response) == {"detail": "Rate limit exceeded"}
+    assert [item["value"] for item in fake.received] == [0, 1, 2, 0, 0, 1, 2]
+
+
+def test_rate_limit_retry_after_can_be_fractional_or_left_out(
+    clocked: tuple[FakeHumanloop, ManualClock],
+) -> None:
+    """retry_after="fractional" says the exact wait to the millisecond; None sends no header."""
+    fake, clock = clocked
+    fake.set_rate_limit(4, burst=1, retry_after="fractional")
+    assert fake.rate_limit == (4.0, 1)
+    assert statuses(fake, 1) == [200]
+    assert post(fake, {"type": "rating", "value": 1}).headers["Retry-After"] == "0.25"
+    clock.advance(0.1)
+    assert post(fake, {"type": "rating", "value": 1}).headers["Retry-After"] == "0.15"
+    clock.advance(0.15)
+    assert statuses(fake, 1) == [200]
+    fake.set_rate_limit(0.1, burst=1, retry_after=None)
+    assert statuses(fake, 1) == [200]
+    refused = post(fake, {"type": "rating", "value": 1})
+    assert refused.status_code == 429
+    assert "Retry-After" not in refused.headers
+    fake.set_rate_limit(0.001, burst=1)
+    assert statuses(fake, 1) == [200]
+    assert post(fake, {"type": "rating", "value": 1}).headers["Retry-After"] == "1000"
+
+
+def test_rate_limit_on_the_real_clock(fake_humanloop: FakeHumanloop) -> None:
+    """Without a clock of the test's own, the bucket runs on time.monotonic: the default burst is
+    one second's worth, and the wait is rounded up to whole seconds."""
+    fake_humanloop.set_rate_limit(0.01)
+    assert fake_humanloop.rate_limit == (0.01, 1)
+    assert statuses(fake_humanloop, 2) == [200, 429]
+    # 100 s to the next token, less what elapsed since set_rate_limit(): well under a second here.
+    retry_after = post(fake_humanloop, {"type": "rating", "value": 1}).headers["Retry-After"]
+    assert 90 <= int(retry_after) <= 100
+    fake_humanloop.set_rate_limit(2.5)
+    assert fake_humanloop.rate_limit == (2.5, 3)
+    assert statuses(fake_humanloop, 4)[:3] == [200, 200, 200]
+
+
+def test_rate_limit_is_turned_off_by_zero_none_and_clear(fake_humanloop: FakeHumanloop) -> None:
+    """set_rate_limit(0), set_rate_limit(None) and clear() each lift the limit at once."""
+    lifts: list[Callable[[], None]] = [
+        lambda: fake_humanloop.set_rate_limit(0),
+        lambda: fake_humanloop.set_rate_limit(None),
+        fake_humanloop.clear,
+    ]
+    for lift in lifts:
+        fake_humanloop.set_rate_limit(0.001, burst=1)
+        assert statuses(fake_humanloop, 2) == [200, 429]
+        lift()
+        assert fake_humanloop.rate_limit is None
+        assert statuses(fake_humanloop, 20) == [200] * 20
+    assert fake_humanloop.rate_limited == 0, "clear() forgets the count too"
+    assert len(fake_humanloop.received) == 20
+
+
+def test_rate_limit_comes_after_reset_and_before_fail_and_the_service(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A POST the limit lets through has used its token even when fail_next() fails it; a reset
+    and other methods take none; a refused POST leaves a queued failure for later and is refused
+    whatever its key."""
+    fake_humanloop.set_rate_limit(0.001, burst=2)
+    fake_humanloop.fail_next(1, 503)
+    assert statuses(fake_humanloop, 1) == [503]  # took a token, then met the outage
+    fake_humanloop.reset_next(1)
+    with pytest.raises(requests.ConnectionError):  # dropped before the limit: no token taken
+        post(fake_humanloop, {"type": "rating", "value": 1})
+    for method in ("GET", "PUT"):
+        assert requests.request(method, fake_humanloop.url, timeout=10).status_code == 405
+    assert statuses(fake_humanloop, 1) == [200]  # the second and last token
+    fake_humanloop.fail_next(1, 502)
+    assert statuses(fake_humanloop, 1) == [429]
+    assert statuses(fake_humanloop, 1, api_key="wrong") == [429]
+    assert fake_humanloop.rate_limited == 2
+    fake_humanloop.set_rate_limit(0)
+    assert statuses(fake_humanloop, 3) == [502, 200, 200]
+    recorded = [r.status for r in fake_humanloop.requests]
+    assert recorded == [503, 0, 405, 405, 200, 429, 429, 502, 200, 200]
+
+
+def test_rate_limit_is_exact_under_concurrent_clients(
+    clocked: tuple[FakeHumanloop, ManualClock],
+) -> None:
+    """8 threads x 10 POSTs against a burst of 25 and no refill: exactly 25 accepted, 55 refused."""
+    fake, _ = clocked
+    fake.set_rate_limit(1, burst=25)
+    threads_count, posts_each = 8, 10
+    results: list[int] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(threads_count)
+
+    def client() -> None:
+        ready.wait()
+        got = statuses(fake, posts_each)
+        with lock:
+            results.extend(got)
+
+    threads = [threading.Thread(target=client) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200] * 25 + [429] * 55
+    assert fake.rate_limited == 55
+    assert len(fake.received) == 25
+    assert sorted(r.status for r in fake.requests) == sorted(results)
+
+
+def test_rate_limit_arguments_are_checked() -> None:
+    """A rate that is negative, not finite or not a number, a burst below 1 or without a rate,
+    and an unknown Retry-After form are ValueErrors, and leave the stand-in unlimited."""
+    fake = FakeHumanloop()
+    for bad_rate in (-1, float("nan"), float("inf"), True, "10"):
+        with pytest.raises(ValueError, match="requests_per_second"):
+            fake.set_rate_limit(bad_rate)  # type: ignore[arg-type]
+    for bad_burst in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="burst"):
+            fake.set_rate_limit(5, burst=bad_burst)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="burst needs a rate limit"):
+        fake.set_rate_limit(0, burst=5)
+    with pytest.raises(ValueError, match="retry_after"):
+        fake.set_rate_limit(5, retry_after="http-date")
+    assert fake.rate_limit is None
 
 
 # -- threads ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BASE_URL = "https://api.humanloop.com/v4"
 DEFAULT_BATCH_SIZE = 100
+DEFAULT_MAX_IN_FLIGHT = 4
 DEFAULT_FLUSH_INTERVAL = 1.0
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_TIMEOUT = 10.0
@@ -285,7 +286,15 @@ class Settings:
         _whole(1),
         DEFAULT_BATCH_SIZE,
         env="HUMANLOOP_FEEDBACK_BATCH_SIZE",
-        doc="most records in one request; a full batch is sent at once",
+        doc="records in one request; a full batch is sent at once, and while more than a "
+        "batch waits a request takes up to 5 times as many",
+    )
+    max_in_flight: int = setting(
+        _whole(1),
+        DEFAULT_MAX_IN_FLIGHT,
+        env="HUMANLOOP_FEEDBACK_MAX_IN_FLIGHT",
+        doc="most requests in flight at once; 429, 503 and outages lower it, successes raise it "
+        "back (AIMD)",
     )
     flush_interval: float = setting(
         _seconds(allow_zero=False),
@@ -377,6 +386,7 @@ class SettingsArgs(TypedDict, total=False):
     """
 
     batch_size: Optional[int]
+    max_in_flight: Optional[int]
     flush_interval: Optional[float]
     max_queue_size: Optional[int]
     timeout: Optional[float]

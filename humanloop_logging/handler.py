@@ -91,7 +91,7 @@ class FeedbackHandler(logging.Handler):
             type_ = source[self._type]
             # The shipper's own threads' records (an on_error callback logging feedback) would loop.
             engine = self._engine
-            if get_ident() in (engine.thread_id, engine.sender_id) or (
+            if get_ident() in engine.own_threads or (
                 _bridge.state.used
                 and _bridge.already_shipped(data_id, type_, self._engine, record.created)
             ):

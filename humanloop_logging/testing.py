@@ -724,9 +724,10 @@ class FakeHumanloop:
         self, sequence: int, request: RecordedRequest, items: Optional[list[dict[str, Any]]] = None
     ) -> None:
         with self._changed:
-            _insort_by_sequence(self._requests, (sequence, request))
-            for index, item in enumerate(items or ()):
-                _insort_by_sequence(self._received, (sequence, index, item))
+            _insort_by_sequence(self._requests, sequence, [(sequence, request)])
+            if items:
+                block = [(sequence, index, item) for index, item in enumerate(items)]
+                _insort_by_sequence(self._received, sequence, block)
             self._changed.notify_all()
 
     def _answer(
@@ -859,12 +860,21 @@ def _lenient_json(body: bytes) -> Any:
         return None
 
 
-def _insort_by_sequence(entries: list[Any], entry: tuple[Any, ...]) -> None:
-    """Insert keeping arrival order; almost always an append, as answers mostly finish in order."""
-    position = len(entries)
-    while position > 0 and entries[position - 1][:-1] > entry[:-1]:
-        position -= 1
-    entries.insert(position, entry)
+def _insort_by_sequence(entries: list[Any], sequence: int, block: list[tuple[Any, ...]]) -> None:
+    """Insert one request's entries (each starting with its arrival ``sequence``) in arrival
+    order, all at once: with several requests answered out of order, inserting item by item
+    would cost each item a walk past every item answered after it."""
+    low, high = 0, len(entries)
+    if high and entries[-1][0] < sequence:  # the common case: answered in arrival order
+        entries.extend(block)
+        return
+    while low < high:
+        middle = (low + high) // 2
+        if entries[middle][0] < sequence:
+            low = middle + 1
+        else:
+            high = middle
+    entries[low:low] = block
 
 
 def _check_count(n: int) -> None:

@@ -15,6 +15,7 @@ import math
 # module lock may be held by the flush thread when the application forks, and the child's first
 # request would wait for it forever: so it is imported here, with the transport.
 import netrc  # noqa: F401
+import random
 import socket
 import ssl
 import threading
@@ -43,6 +44,7 @@ from .exceptions import (
 __all__ = [
     "DEFAULT_WAIT",
     "RETRYABLE_STATUSES",
+    "RETRY_AFTER_SPREAD",
     "HTTPTransport",
     "SendControl",
     "parse_retry_after",
@@ -50,6 +52,11 @@ __all__ = [
 
 #: Answers worth sending again: timeouts, rate limits and the server's transient failures.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: A wait a ``Retry-After`` asks for is stretched by up to this share, at random.
+RETRY_AFTER_SPREAD = 0.2
+
+_random = random.Random()
 
 #: An answer larger than this is not read to the end (only its first words are ever shown).
 MAX_RESPONSE_BYTES = 1 << 20
@@ -356,6 +363,7 @@ class HTTPTransport:
         max_retry_time: float,
         wait: Optional[Wait] = None,
         clock: Callable[[], float] = time.monotonic,
+        connections: int = 10,
     ) -> None:
         self._api_key = api_key
         self.url = url
@@ -363,6 +371,7 @@ class HTTPTransport:
         self.max_retry_time = max_retry_time
         self._wait: Wait = DEFAULT_WAIT if wait is None else wait
         self._clock = clock
+        self._connections = connections
         self._target = _Target(url)
         self._session = self._new_session()
         self._lock = threading.Lock()
@@ -374,7 +383,8 @@ class HTTPTransport:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = GuardedAdapter()
+        # As many kept-alive connections as requests may be in flight at once.
+        adapter = GuardedAdapter(pool_maxsize=max(self._connections, 10))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers.update(
@@ -509,9 +519,12 @@ class HTTPTransport:
         def wait(state: tenacity.RetryCallState) -> float:
             seconds = float(backoff(state))
             error = state.outcome.exception() if state.outcome else None
-            if isinstance(error, DeliveryError) and error.retry_after is not None:
-                # A lower bound, never a replacement: "Retry-After: 0" must not mean a hot loop.
-                return max(error.retry_after, seconds)
+            retry_after = error.retry_after if isinstance(error, DeliveryError) else None
+            # A lower bound, never a replacement: "Retry-After: 0" must not mean a hot loop.
+            # Spread over a fifth more: the clients a rate limit turned away together must not
+            # come back together.
+            if retry_after is not None and retry_after > seconds:
+                return retry_after * _random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
             return seconds
 
         def stop(state: tenacity.RetryCallState) -> bool:

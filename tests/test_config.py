@@ -143,6 +143,7 @@ def test_trailing_slash_on_base_url_still_reaches_feedback(
 ENV_SETTINGS: list[tuple[str, str, str, Any]] = [
     ("HUMANLOOP_FEEDBACK_BATCH_SIZE", "7", "batch_size", 7),
     ("HUMANLOOP_FEEDBACK_BATCH_SIZE", " 7 ", "batch_size", 7),
+    ("HUMANLOOP_FEEDBACK_MAX_IN_FLIGHT", "2", "max_in_flight", 2),
     ("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "2.5", "flush_interval", 2.5),
     ("HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE", "50", "max_queue_size", 50),
     ("HUMANLOOP_FEEDBACK_TIMEOUT", "3", "timeout", 3.0),
@@ -188,7 +189,10 @@ def test_batch_size_from_the_environment_shapes_the_requests(
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_BATCH_SIZE", "2")
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "60")
     shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
-    for index in range(4):
+    for index in range(2):
+        send_one(shipper, f"dp-{index}")
+    assert fake_humanloop.wait_for_items(2, timeout=5.0)
+    for index in range(2, 4):
         send_one(shipper, f"dp-{index}")
 
     assert fake_humanloop.wait_for_items(4, timeout=5.0)

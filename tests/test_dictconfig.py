@@ -47,6 +47,8 @@ def test_dictconfig_handler_sends_with_its_settings(
     log.debug("below the handler's level", extra={"data_id": "d-debug", "type": "rating"})
     for n in range(10):
         log.info("feedback", extra={"data_id": f"d{n}", "type": "rating", "value": "good"})
+        if n == 6:  # a full batch goes at once
+            assert fake_humanloop.wait_for_items(7)
     assert configured.flush(5.0)
     assert [r.item_count for r in fake_humanloop.requests] == [7, 3]
     assert [item["data_id"] for item in fake_humanloop.received] == [f"d{n}" for n in range(10)]

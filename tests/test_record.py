@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ from humanloop_logging import (
     FeedbackHandler,
     FeedbackValidationError,
 )
+from humanloop_logging._record import Captured, encode_array, freeze, to_payload, to_payloads
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
@@ -418,3 +420,67 @@ def test_naive_iso_string_is_local_time(rig: Rig) -> None:
 
     [item] = rig.fake.received
     assert parse_instant(item["created_at"]) == datetime(2024, 5, 1, 12, 30, tzinfo=timezone.utc)
+
+
+# -- the same records validated as a batch -----------------------------------------------------
+
+
+def captured(fields: dict[str, Any], timestamp: float = 1714566600.123456) -> Captured:
+    """The record a log call with these extra fields captures."""
+    read = {name: freeze(value) for name, value in fields.items() if value is not MISSING}
+    return (
+        read.get("data_id"),
+        read.get("type"),
+        read.get("value"),
+        read.get("user"),
+        read.get("created_at"),
+        read.get("unset"),
+        timestamp,
+    )
+
+
+@pytest.mark.parametrize(("override", "field"), INVALID)
+def test_batch_validation_refuses_the_same_records_for_the_same_reason(
+    override: dict[str, Any], field: str
+) -> None:
+    """to_payloads refuses what to_payload refuses, with the same field and message."""
+    bad = captured({"data_id": "bad", "type": "rating", "value": "good", **override})
+    good = captured({"data_id": "good", "type": "rating", "value": "good"})
+    with pytest.raises(FeedbackValidationError) as refused:
+        to_payload(bad, None)
+
+    texts, errors = to_payloads([good, bad, good], None)
+
+    assert [json.loads(text)["data_id"] for text in texts] == ["good", "good"]
+    [error] = errors
+    assert (error.field, error.reason, error.record) == (
+        field,
+        refused.value.reason,
+        refused.value.record,
+    )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        *({"value": param.values[0]} for param in VALID_VALUES),
+        *({"created_at": param.values[0]} for param in CREATED_AT),
+        {"unset": True, "value": MISSING},
+        {"unset": False},
+        {"user": "alice"},
+    ],
+)
+@pytest.mark.parametrize("default_user", [None, "svc"])
+def test_batch_validation_sends_the_same_json(
+    fields: dict[str, Any], default_user: str | None
+) -> None:
+    """to_payloads and encode_array give the JSON to_payload gives, and so the same object."""
+    item = captured({"data_id": "dp-1", "type": "rating", "value": "good", **fields})
+    payload, data = to_payload(item, default_user)
+
+    texts, errors = to_payloads([item, item], default_user)
+
+    assert errors == []
+    assert texts == [data.decode("utf-8")] * 2
+    assert [list(json.loads(text).items()) for text in texts] == [list(payload.items())] * 2
+    assert encode_array(texts) == b"[" + data + b"," + data + b"]"

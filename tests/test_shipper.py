@@ -110,7 +110,8 @@ def gaps(fake: FakeHumanloop) -> list[float]:
 @pytest.mark.timeout(20)
 def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> None:
     """503s, a 429 with Retry-After, resets and a 422 mid-batch: each valid record lands once."""
-    rig = make(batch_size=5, timeout=2.0, max_retry_time=15.0)
+    # One request in flight, and records logged in whole batches: the sequence is exact.
+    rig = make(batch_size=5, timeout=2.0, max_retry_time=15.0, max_in_flight=1)
     fake = rig.fake
     fake.reset_next(1)
     fake.fail_next(2, 503, retry_after=0.05)
@@ -118,7 +119,11 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
     fake.reject_data_ids("dp-bad-1", "dp-bad-2")
 
     first = ["dp-0", "dp-1", "dp-bad-1", "dp-3", "dp-4", *(f"dp-{i}" for i in range(5, 12))]
-    for data_id in first:
+    for start in (0, 5):
+        for data_id in first[start : start + 5]:
+            rig.send(data_id)
+        assert wait_until(lambda: rig.stats().pending == 0, timeout=15.0)
+    for data_id in first[10:]:
         rig.send(data_id)
     assert rig.shipper.flush(15.0)
 
@@ -195,20 +200,48 @@ def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make
 # -- batching and flushing ------------------------------------------------------------------------
 
 
-def test_full_batches_go_without_flush_and_never_exceed_batch_size(make: Make) -> None:
-    """batch_size waiting items are sent at once; the remainder waits for flush()."""
+def test_full_batches_go_without_flush(make: Make) -> None:
+    """batch_size waiting items are sent at once; a part batch waits for flush()."""
     rig = make(batch_size=5)
-    for index in range(12):
+    for index in range(5):
+        rig.send(f"dp-{index}")
+    assert rig.fake.wait_for_items(5)
+    for index in range(5, 7):
         rig.send(f"dp-{index}")
 
-    assert wait_until(lambda: rig.shipper.stats().sent == 10)
-    assert [r.item_count for r in rig.fake.requests] == [5, 5]
+    assert rig.shipper.flush(5.0)
+    assert [r.item_count for r in rig.fake.requests] == [5, 2]
+    assert all(r.batch for r in rig.fake.requests)
+    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(7))
+
+
+def test_a_part_batch_waits_for_its_interval(make: Make) -> None:
+    """Fewer than batch_size records are not sent before flush_interval (60 s here)."""
+    rig = make(batch_size=5)
+    for index in range(5):
+        rig.send(f"dp-{index}")
+    assert rig.fake.wait_for_items(5)
+    rig.send("dp-5")
+    rig.send("dp-6")
+
+    assert not wait_until(lambda: rig.shipper.stats().sent > 5, timeout=0.3)
     assert rig.stats().pending == 2
 
-    assert rig.shipper.flush(5.0)
-    assert [r.item_count for r in rig.fake.requests] == [5, 5, 2]
-    assert all(r.batch for r in rig.fake.requests)
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(12))
+
+def test_a_backlog_goes_in_requests_of_up_to_five_batch_sizes(make: Make) -> None:
+    """While more than a batch waits, a request takes up to 5 x batch_size records, no more."""
+    rig = make(batch_size=5, max_in_flight=1)
+    rig.fake.hang_next(1)  # the only request in flight hangs: a backlog builds behind it
+    for index in range(5):
+        rig.send(f"dp-{index}")
+    assert rig.fake.wait_for_arrivals(1)
+    for index in range(5, 65):
+        rig.send(f"dp-{index}")
+
+    rig.fake.clear()  # the hanging request is dropped, and sent again
+    assert rig.shipper.flush(10.0)
+    assert [r.item_count for r in rig.fake.requests] == [5, 25, 25, 10]
+    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(65))
 
 
 def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
@@ -542,8 +575,7 @@ def test_401_is_reported_once_not_once_per_batch(
     rig = make(api_key="hl-wrong-key", batch_size=1)
     for index in range(3):
         rig.send(f"dp-{index}")
-
-    assert rig.shipper.flush(5.0)
+        assert rig.shipper.flush(5.0)
 
     assert [r.status for r in fake_humanloop.requests] == [401, 401, 401]
     [error] = rig.errors.of(AuthenticationError)

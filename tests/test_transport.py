@@ -40,6 +40,7 @@ from humanloop_logging.transport import (
     DEFAULT_WAIT,
     MAX_422_RESPONSE_BYTES,
     MAX_RESPONSE_BYTES,
+    RETRY_AFTER_SPREAD,
     HTTPTransport,
     Wait,
     parse_retry_after,
@@ -614,13 +615,32 @@ def test_the_backoff_can_be_injected(fake_humanloop: FakeHumanloop) -> None:
 
 
 def test_retry_after_seconds_is_the_wait(fake_humanloop: FakeHumanloop) -> None:
-    """Retry-After longer than the backoff is waited exactly."""
+    """Retry-After longer than the backoff is waited, stretched by up to a fifth at random."""
     fake_humanloop.fail_next(1, 429, retry_after=7)
     control = Control()
 
     transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
 
-    assert control.waits == [7.0]
+    [wait] = control.waits
+    assert 7.0 <= wait <= 7.0 * (1 + RETRY_AFTER_SPREAD)
+
+
+def test_clients_turned_away_together_do_not_come_back_together(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Many sends told "Retry-After: 10" at once wait different times, spread over 10-12 s."""
+    waits: list[float] = []
+    for _ in range(40):
+        fake_humanloop.fail_next(1, 429, retry_after=10)
+        control = Control()
+        transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
+        waits += control.waits
+
+    assert all(10.0 <= wait <= 12.0 for wait in waits)
+    # Uniform over 2 s: 40 draws all within 1 s of each other has a chance of about 1e-10.
+    spread = sorted(waits)
+    assert spread[-1] - spread[0] > 1.0
+    assert len({round(wait, 3) for wait in waits}) > 30
 
 
 def test_retry_after_shorter_than_the_backoff_waits_the_backoff(
@@ -638,7 +658,7 @@ def test_retry_after_shorter_than_the_backoff_waits_the_backoff(
 
 
 def test_retry_after_http_date_is_the_wait(fake_humanloop: FakeHumanloop) -> None:
-    """Retry-After as an HTTP-date is waited until that moment."""
+    """Retry-After as an HTTP-date is waited until that moment (stretched by up to a fifth)."""
     when = datetime.now(timezone.utc) + timedelta(seconds=20)
     fake_humanloop.fail_next(1, 503, retry_after=format_datetime(when, usegmt=True))
     control = Control()
@@ -646,7 +666,7 @@ def test_retry_after_http_date_is_the_wait(fake_humanloop: FakeHumanloop) -> Non
     transport_for(fake_humanloop, max_retry_time=60.0).send(BODY, [ITEM], control)
 
     [wait] = control.waits
-    assert 18.0 <= wait <= 21.0
+    assert 18.0 <= wait <= 21.0 * (1 + RETRY_AFTER_SPREAD)
 
 
 @pytest.mark.parametrize(

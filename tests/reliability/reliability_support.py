@@ -150,14 +150,15 @@ class LossWindows:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
-    def around(self, slack: float) -> Iterator[None]:
-        """Mark the block as lossy, ``slack`` seconds before it included (requests in flight)."""
+    def around(self, slack: float, after: float = 0.0) -> Iterator[None]:
+        """Mark the block as lossy, ``slack`` seconds before it included (requests in flight),
+        and ``after`` seconds past its end (what the fault left behind)."""
         start = time.time() - slack
         try:
             yield
         finally:
             with self._lock:
-                self.spans.append((start, time.time()))
+                self.spans.append((start, time.time() + after))
 
     def contains(self, moment: float) -> bool:
         with self._lock:

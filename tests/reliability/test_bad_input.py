@@ -352,6 +352,7 @@ def slow_client() -> dict[str, Any]:
     return {
         "api_key": SECRET_KEY,
         "batch_size": 100,
+        "max_in_flight": 1,  # the held request holds the only sender: everything queues
         "flush_interval": 0.05,
         "max_queue_size": 1_000_000,
         "timeout": 200.0,

@@ -83,9 +83,12 @@ def connection_resets(s: Scenario) -> None:
 def slower_than_timeout(s: Scenario) -> None:
     s.at_items(3000)
     already = len(s.fake.requests)
-    with s.windows.around(slack=0.5):
+    # The backlog built during the slow spell then goes out at once, in up to max_in_flight
+    # requests of up to 5 batches each, which the stand-in (in this process, beside 8 logging
+    # threads) may also answer slower than timeout=0.5: the spell's effects last a while.
+    with s.windows.around(slack=0.5, after=5.0):
         s.fake.set_latency(0.8)  # timeout is 0.5: the answers come after the client gave up
-        # At most one request was in flight when the latency changed: 3 or more arrive slow.
+        # Whatever was in flight when the latency changed, 4 more requests arrive slow.
         assert s.fake.wait_for_arrivals(already + 4, timeout=30)
         s.fake.set_latency(0)
 
@@ -278,18 +281,29 @@ def check_case_specifics(
         assert statuses[429] == 6
         throttled = [i for i, r in enumerate(requests) if r.status == 429]
         first_storm, second_storm = throttled[:4], throttled[4:]
+
+        def until_retried(index: int) -> float:
+            """From a throttled request to the next try of the same batch (the same body):
+            other batches, in flight at the same time, may arrive in between."""
+            body = requests[index].body
+            retry = next(r for r in requests[index + 1 :] if r.body == body)
+            return retry.time - requests[index].time
+
         # A short Retry-After is a lower bound, not a licence to hammer: the backoff still grows
         # (0.25 s doubling, before jitter) between the tries of one batch.
-        for attempt, index in enumerate(first_storm):
-            gap = requests[index + 1].time - requests[index].time
+        for index in first_storm:
+            attempt = sum(
+                requests[i].body == requests[index].body for i in first_storm if i < index
+            )
+            gap = until_retried(index)
             assert gap >= 0.25 * 2**attempt - 0.01, (attempt, gap)
         # Honoured: a first retry's backoff is at most 0.75 s, Retry-After asked for 1 s.
-        gap = requests[second_storm[0] + 1].time - requests[second_storm[0]].time
-        assert gap >= 1.0
+        for index in second_storm:
+            assert until_retried(index) >= 1.0
     elif case.inject is connection_resets:
         assert statuses[0] == 6
     elif case.inject is slower_than_timeout:
-        assert len(lost) >= 3
+        assert lost, "no answer came after the client gave up"
     elif case.inject is down_longer_than_max_retry_time:
         after_restart = {row[i] for row in ids for i in range(case.pause_at or 0, PER_THREAD)}
         assert after_restart <= delivered - failed

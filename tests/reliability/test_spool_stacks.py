@@ -319,7 +319,7 @@ def test_four_processes_share_one_spool_through_503_bursts(tmp_path: Path) -> No
         bursts.fake = fake
         fake.fail_next(4, 503)  # the first burst right at the start
         env = settings_env(
-            fake.base_url, spool_path=path, max_retry_time=10, flush_interval=0.2, batch_size=200
+            fake.base_url, spool_path=path, max_retry_time=10, flush_interval=0.2, batch_size=50
         )
         children = [
             Child(script(SHARED), {**env, "N": str(n), "PREFIX": f"p{i}"}) for i in range(processes)
@@ -487,6 +487,8 @@ N = int(os.environ["N"])
 for n in range(N):
     feedback(f"s-{n}")
 wait_until(lambda: handler.stats().spooled + handler.stats().dropped == N, 30)
+# Evictions are said once the burst is over: a moment (1 s) without any.
+wait_until(lambda: reported(), 10)
 say("STATS", stats())
 say("ERRORS", reported())
 the_end()

@@ -1,0 +1,268 @@
+"""Requests in flight: the AIMD window, the order of feedback about one data_id, and both at work
+in a shipper against the stand-in."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from humanloop_logging import FeedbackProcessor, FeedbackShipper
+from humanloop_logging._flow import Turns, Window
+from humanloop_logging.testing import ErrorLog, FakeHumanloop
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def never() -> float:
+    return math.inf
+
+
+# -- the window ------------------------------------------------------------------------------------
+
+
+def test_window_starts_open_and_halves_once_per_round() -> None:
+    """It starts at the maximum; congestion seen by requests of one round halves it once."""
+    window = Window(8)
+    rounds = [window.acquire(never) for _ in range(8)]
+    assert window.size == 8
+    assert window.active == 8
+
+    for seen in rounds:  # all eight meet the same 429
+        window.congested(seen)
+
+    assert window.size == 4
+
+
+def test_a_request_that_keeps_failing_halves_again_down_to_one() -> None:
+    """The same request failing again (nobody halved meanwhile) halves again, never below 1."""
+    window = Window(8)
+    seen = window.acquire(never)
+    sizes = []
+    for _ in range(5):
+        seen = window.congested(seen)
+        sizes.append(window.size)
+    assert sizes == [4, 2, 1, 1, 1]
+
+
+def test_window_grows_back_by_about_one_per_window_of_successes() -> None:
+    """After a halving, each success adds 1/size: from 2, three successes reach 3, three more 4."""
+    window = Window(4)
+    window.congested(window.acquire(never))
+    window.release()
+    assert window.size == 2
+    sizes = []
+    for _ in range(6):
+        window.succeeded()
+        sizes.append(window.size)
+    assert sizes == [2, 2, 3, 3, 3, 4]
+
+
+def test_acquire_waits_for_a_release_beyond_the_window() -> None:
+    """A request beyond the window waits until one in flight ends."""
+    window = Window(1)
+    window.acquire(never)
+    got = threading.Event()
+
+    def second() -> None:
+        window.acquire(never)
+        got.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not got.wait(0.2)  # held back while the first is in flight
+    window.release()
+    assert got.wait(5)
+    thread.join()
+
+
+def test_acquire_gives_up_waiting_at_the_deadline() -> None:
+    """A close's deadline ends the wait: the permit is taken and the send finds no time left."""
+    window = Window(1)
+    window.acquire(never)
+    window.acquire(lambda: 0.0)  # a deadline in the past: no wait
+    assert window.active == 2
+
+
+# -- the order of feedback about one data_id -------------------------------------------------------
+
+
+def test_a_batch_waits_only_for_earlier_batches_about_its_data_ids() -> None:
+    """Turns are per data_id: a batch about other records goes at once."""
+    cond = threading.Condition()
+    turns = Turns(cond)
+    with cond:  # the engine's lock, held by the engine around these calls
+        first = turns.register(frozenset({"a", "b"}))
+        second = turns.register(frozenset({"b", "c"}))
+        third = turns.register(frozenset({"c", "d"}))
+        other = turns.register(frozenset({"e"}))
+
+        assert turns.mine(first)
+        assert turns.mine(other)
+        assert not turns.mine(second)
+        assert not turns.mine(third)
+        turns.done(first)
+        assert turns.mine(second)
+        assert not turns.mine(third)
+        turns.done(second)
+        assert turns.mine(third)
+
+
+def test_a_chain_of_batches_about_one_data_id_goes_in_order() -> None:
+    """Three batches about "a": each waits for the one before it, whatever finishes first."""
+    turns = Turns(threading.Condition())
+    first, second, third = (turns.register(frozenset({"a"})) for _ in range(3))
+    assert [turns.mine(t) for t in (first, second, third)] == [True, False, False]
+    turns.done(first)
+    assert [turns.mine(t) for t in (second, third)] == [True, False]
+    turns.done(second)
+    assert turns.mine(third)
+
+
+def test_a_written_off_batch_stops_waiting() -> None:
+    """A batch waiting for its turn ends the wait when told to (a close wrote it off)."""
+    cond = threading.Condition()
+    turns = Turns(cond)
+    turns.register(frozenset({"a"}))
+    second = turns.register(frozenset({"a"}))
+    assert turns.wait(second, until=lambda: True) is False
+
+
+# -- in a shipper ----------------------------------------------------------------------------------
+
+
+class Rig:
+    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
+        options: dict[str, Any] = {
+            "api_key": fake.api_key,
+            "base_url": fake.base_url,
+            "flush_interval": 60.0,
+            "max_retry_time": 20.0,
+            "on_error": ErrorLog(),
+        }
+        options.update(settings)
+        self.shipper = FeedbackShipper(**options)
+        self._processor = FeedbackProcessor(shipper=self.shipper)
+
+    def send(self, data_id: str, **fields: Any) -> None:
+        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
+        event["value"] = "good"
+        event.update(fields)
+        self._processor(None, "info", event)
+
+
+@pytest.fixture
+def rigs(fake_humanloop: FakeHumanloop) -> Iterator[list[Rig]]:
+    made: list[Rig] = []
+    yield made
+    fake_humanloop.clear()  # let hanging requests go
+    for rig in made:
+        rig.shipper.close(timeout=2.0)
+
+
+def in_flight(fake: FakeHumanloop, rig: Rig, expected: int) -> int:
+    """Log a backlog while the stand-in holds every request: how many requests reach it, once
+    ``expected`` have."""
+    fake.hang_next(10_000)
+    # Batches of a backlog hold up to 5 batch sizes: enough for 8 of those.
+    for n in range(40 * rig.shipper.settings.batch_size):
+        rig.send(f"dp-{n}")
+    assert fake.wait_for_arrivals(expected, timeout=10)
+    assert not rig.shipper.flush(0.5)  # time for one too many to show up, if it would
+    return len(fake.requests)
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3, None], ids=["one", "three", "default-4"])
+def test_requests_in_flight_are_bounded_by_max_in_flight(
+    fake_humanloop: FakeHumanloop, rigs: list[Rig], max_in_flight: Any
+) -> None:
+    """With a backlog, exactly max_in_flight requests (default 4) are in flight, never more;
+    when they are answered, everything arrives once."""
+    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=max_in_flight)
+    rigs.append(rig)
+
+    expected = max_in_flight or 4
+    assert in_flight(fake_humanloop, rig, expected) == expected
+
+    fake_humanloop.clear()  # the held requests are dropped, and sent again
+    assert rig.shipper.flush(15)
+    received = [item["data_id"] for item in fake_humanloop.received]
+    assert sorted(received) == sorted(f"dp-{n}" for n in range(200))
+    stats = rig.shipper.stats()
+    assert (stats.sent, stats.failed, stats.pending) == (200, 0, 0)
+
+
+def test_a_503_narrows_the_window_for_what_follows(
+    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+) -> None:
+    """After a 503, the next burst has half as many requests in flight (AIMD), not four."""
+    rig = Rig(fake_humanloop, batch_size=1)
+    rigs.append(rig)
+    fake_humanloop.fail_next(1, 503, retry_after=0.01)
+    rig.send("dp-first")
+    assert rig.shipper.flush(10)
+    assert [r.status for r in fake_humanloop.requests] == [503, 200]
+    fake_humanloop.clear()
+
+    # 4 halved to 2, and one success since widens it by 1/2 only.
+    assert in_flight(fake_humanloop, rig, 2) == 2
+
+
+def test_feedback_about_one_data_id_is_never_reordered(
+    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+) -> None:
+    """An unset waits for the rating it unsets, even while that one's request hangs; feedback
+    about other records goes past both meanwhile."""
+    rig = Rig(fake_humanloop, batch_size=2, max_in_flight=4)
+    rigs.append(rig)
+    fake_humanloop.hang_next(1)  # the first request, with the rating, hangs
+    rig.send("dp-x", value="good")
+    rig.send("dp-a")
+    assert fake_humanloop.wait_for_arrivals(1, timeout=10)
+
+    # Feedback about other records goes past the hanging request ...
+    others = [f"dp-{n}" for n in range(8)]
+    for data_id in others:
+        rig.send(data_id)
+    assert not rig.shipper.flush(0.5)  # (flush makes a part batch due at once)
+    assert fake_humanloop.wait_for_items(len(others), timeout=10)
+
+    # ... but the unset waits for the rating to be answered.
+    rig.send("dp-x", unset=True, value=None)
+    assert not rig.shipper.flush(0.5)  # time for it to arrive, if it would
+    received = {item["data_id"] for item in fake_humanloop.received}
+    assert received == set(others)
+
+    fake_humanloop.clear()  # the hanging request is dropped: the rating is sent again
+    assert rig.shipper.flush(15)
+    about_x = [item for item in fake_humanloop.received if item["data_id"] == "dp-x"]
+    assert [item.get("unset") for item in about_x] == [None, True]
+    assert rig.shipper.stats().sent == 11
+
+
+def test_a_pause_the_service_asked_for_holds_back_new_requests() -> None:
+    """After a 429 with Retry-After, no new request starts before the pause ends."""
+    window = Window(4)
+    window.pause(0.3)
+    started = threading.Event()
+
+    def send() -> None:
+        window.acquire(never)
+        started.set()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    assert not started.wait(0.1)  # well inside the pause
+    assert started.wait(5)  # and it ends
+    thread.join()
+
+
+def test_a_close_deadline_ends_a_pause() -> None:
+    """A pause never holds a request past the close deadline."""
+    window = Window(4)
+    window.pause(3600)
+    window.acquire(lambda: 0.0)
+    assert window.active == 1

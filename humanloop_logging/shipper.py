@@ -293,12 +293,18 @@ class _Engine:
         self.own_threads.add(thread.ident)
 
     def _due_locked(self) -> bool:
-        """Whether a batch should go now rather than wait to fill."""
-        return (
-            len(self._queue) >= self._batch_size
-            or self._closing
-            or self._taken < self._flush_target
-        )
+        """Whether a batch should go now rather than wait to fill.
+
+        A full batch is due at once, unless the service pushed back: while the window of
+        requests in flight is narrowed, a batch waits to be that many times fuller (or for
+        ``flush_interval``), so that a process behind a rate limit sends fewer, bigger requests
+        rather than as many as before, one at a time.
+        """
+        narrowed = self._max_in_flight // self._window.size
+        full = min(self._batch_size * narrowed, self._max_batch)
+        if self._spool is None:
+            self._notify_at = full  # the caller's path wakes the flush thread at that size
+        return len(self._queue) >= full or self._closing or self._taken < self._flush_target
 
     def _take_locked(self, generation: int) -> tuple[list[Captured], int, Turn]:
         """The next batch off the queue, in line for its data_ids; another thread helps with

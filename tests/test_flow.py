@@ -266,3 +266,24 @@ def test_a_close_deadline_ends_a_pause() -> None:
     window.pause(3600)
     window.acquire(lambda: 0.0)
     assert window.active == 1
+
+
+def test_while_narrowed_a_batch_waits_to_be_fuller(
+    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+) -> None:
+    """After a 503 halves the window (4 to 2), a batch is due at twice batch_size: a process
+    behind a rate limit sends fewer, bigger requests."""
+    rig = Rig(fake_humanloop, batch_size=5)
+    rigs.append(rig)
+    fake_humanloop.fail_next(1, 503, retry_after=0.01)
+    rig.send("dp-first")
+    assert rig.shipper.flush(10)
+    fake_humanloop.clear()
+
+    for n in range(5):
+        rig.send(f"dp-{n}")
+    assert not fake_humanloop.wait_for_arrivals(1, timeout=0.3)  # one batch is not enough now
+    for n in range(5, 10):
+        rig.send(f"dp-{n}")
+    assert fake_humanloop.wait_for_items(10, timeout=10)
+    assert [r.item_count for r in fake_humanloop.requests] == [10]

@@ -368,8 +368,38 @@ def _exit(data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _validate(data: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "**The flush thread's work per record**: validating a record and writing it into the "
+        f"request body, alone on one thread, {data['n']:,} records in batches of "
+        f"{data['batch_size']}; the best of 5 passes, median over {_rounds(data['rounds'])}. "
+        "This is CPU the application shares its GIL with.",
+        "",
+    ]
+    body = []
+    for row in data["rows"]:
+        how = (
+            "a batch at once, its JSON written directly"
+            if row["batch_api"]
+            else "one record at a time (`to_payload`), then joined"
+        )
+        bold = "**" if row["version"] == "current" else ""
+        body.append(
+            [
+                f"{bold}{row['label']}{bold}",
+                how,
+                _num(row["us_per_record"], 2, " µs"),
+                "" if row["version"] == "current" else _x(row["current_vs_this"]),
+                f"{row['rounds_ok']}/{data['rounds']}",
+            ]
+        )
+    header = ["version", "how", "per record", "working tree vs this", "rounds"]
+    return lines + _table(header, body)
+
+
 RENDERERS = {
     "caller": _caller,
+    "validate": _validate,
     "e2e": _e2e,
     "roundtrips": _roundtrips,
     "fleet": _fleet,
@@ -418,7 +448,7 @@ def markdown(results: Mapping[str, Any], images: Mapping[str, str]) -> str:
         + (" (a `--quick` smoke run: small sizes, few rounds)" if quick else "")
         + ".",
     ]
-    for name in ("caller", "e2e", "roundtrips", "fleet", "memory", "exit"):
+    for name in ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit"):
         if name not in sections:
             continue
         lines += ["", *section_lines(name, sections[name])]

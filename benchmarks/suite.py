@@ -13,6 +13,8 @@ Sections:
   OpenTelemetry's ``LoggingHandler`` + ``BatchLogRecordProcessor`` (discarding exporter) and
   ``FeedbackHandler`` (sending to the sink meanwhile), as ratios to ``NullHandler`` and to
   ``SimpleQueue.put``.
+- ``validate``: the flush thread's work per record alone (validation and the request body), in
+  microseconds, each version in its own worker.
 - ``e2e``: wall and CPU time of this process from the first log call to ``flush()`` done, for
   ``n`` records, against the floor (the same log calls through a ``NullHandler``, then plain
   ``requests`` posting pre-built arrays on one ``Session``), for each batch size; and the official
@@ -78,7 +80,7 @@ from benchmarks.harness import (
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("caller", "e2e", "roundtrips", "fleet", "memory", "exit")
+SECTIONS = ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit")
 SDK_VERSION = "0.5.18"
 #: The library's defaults that some sections size themselves against (README, Settings).
 DEFAULT_MAX_QUEUE_SIZE = 10_000
@@ -294,6 +296,40 @@ def interleave(
             table.setdefault(run.name, [None] * rounds)[index] = answer
         say(f"  round {index + 1}/{rounds} done")
     return table, failures
+
+
+def section_validate(ctx: Context) -> dict[str, Any]:
+    """The flush thread's work per record, alone: each version in a worker of its own, taking
+    turns round by round."""
+    n = 2_000 if ctx.quick else 20_000
+    rounds = 2 if ctx.quick else 7
+    size = 500
+    args = {"n": n, "batch_size": size, "repeat": 5}
+
+    def plan(index: int) -> list[Run]:
+        return [Run(f"validate [{v.key}]", "validate", v, args, 0) for v in ctx.versions]
+
+    with Sink(ctx.scratch) as sink:  # (nothing is sent: the sink only checks that)
+        table, failures = interleave(ctx, sink, rounds, plan)
+    rows = []
+    current = table.get("validate [current]", [])
+    for version in ctx.versions:
+        answers = table[f"validate [{version.key}]"]
+        done = [a for a in answers if a is not None]
+        pairs = [(c, a) for c, a in zip(current, answers) if a is not None and c is not None]
+        rows.append(
+            {
+                "version": version.key,
+                "label": version.label,
+                "batch_api": bool(done and done[0]["batch_api"]),
+                "us_per_record": median(a["seconds_per_record"] * 1e6 for a in done),
+                "current_vs_this": median(
+                    c["seconds_per_record"] / a["seconds_per_record"] for c, a in pairs
+                ),
+                "rounds_ok": len(done),
+            }
+        )
+    return {"n": n, "batch_size": size, "rounds": rounds, "rows": rows, "failures": failures}
 
 
 def section_e2e(ctx: Context) -> dict[str, Any]:
@@ -770,6 +806,7 @@ def section_exit(ctx: Context) -> dict[str, Any]:
 
 SECTION_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "caller": section_caller,
+    "validate": section_validate,
     "e2e": section_e2e,
     "roundtrips": section_roundtrips,
     "fleet": section_fleet,

@@ -15,6 +15,7 @@ Kinds:
   configuration (in a shuffled order) and answers seconds per call; ``stop`` flushes and answers
   what the handler sent.
 - ``e2e``: from the first log call to ``flush()`` done, ``n`` records through ``FeedbackHandler``.
+- ``validate``: the flush thread's work per record alone: validation and the request body.
 - ``floor``: the same ``n`` log calls through a ``NullHandler``, then plain ``requests`` posting
   pre-built JSON arrays of ``batch_size`` items on one ``Session``, one after the other.
 - ``sdk``: the official Humanloop SDK's ``feedback()``, once per record or with arrays.
@@ -222,6 +223,39 @@ def e2e(args: Mapping[str, Any]) -> None:
     )
 
 
+def validate(args: Mapping[str, Any]) -> None:
+    """The flush thread's own work on each record, alone: validating ``n`` captured records in
+    batches of ``batch_size`` and encoding each batch's request body, the best of ``repeat``
+    passes (on this thread, so this is CPU the application would share its GIL with)."""
+    from humanloop_logging import _record
+
+    n, size = int(args["n"]), int(args["batch_size"])
+    now = time.time()
+    values = ("good", "bad")
+    items = [
+        (DATA_ID_FORMAT.format(i), "rating", values[i % 2], None, None, None, now + i * 1e-4)
+        for i in range(n)
+    ]
+    batches = [items[k : k + size] for k in range(0, n, size)]
+    batch_api = hasattr(_record, "to_payloads")
+
+    def body(batch: list[Any]) -> bytes:
+        if batch_api:  # validated as a batch, the array written in one go
+            texts, errors = _record.to_payloads(batch, None)
+            assert not errors
+            return bytes(_record.encode_array(texts))
+        # one record at a time, then joined (the engine before the batch API)
+        return b"[" + b",".join(_record.to_payload(item, None)[1] for item in batch) + b"]"
+
+    best = float("inf")
+    for _ in range(int(args.get("repeat", 5))):
+        started = time.process_time()
+        for batch in batches:
+            body(batch)
+        best = min(best, time.process_time() - started)
+    answer({"seconds_per_record": best / n, "batch_api": batch_api, "library": library_file()})
+
+
 def floor(args: Mapping[str, Any]) -> None:
     import requests
 
@@ -370,6 +404,7 @@ def exit_time(args: Mapping[str, Any]) -> None:
 KINDS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "caller": caller,
     "e2e": e2e,
+    "validate": validate,
     "floor": floor,
     "sdk": sdk,
     "memory": memory,

@@ -23,6 +23,7 @@ from typing import Any, Optional
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_record import Hostile
 
 from humanloop_logging import _record
 from humanloop_logging._record import (
@@ -64,22 +65,6 @@ class Real(float):
         return "Real"
 
     __str__ = __repr__
-
-
-class Hostile:
-    """Raises from everything a validator might call to describe or compare it."""
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("no eq")
-
-    def __hash__(self) -> int:
-        raise RuntimeError("no hash")
-
-    def __bool__(self) -> bool:
-        raise RuntimeError("no bool")
 
 
 def record(

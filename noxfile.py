@@ -16,10 +16,12 @@ nox.options.sessions = ["tests", "lifecycle", "fidelity_pydantic_v1"]
 MAIN_PYTHON = "3.11"
 OTHER_PYTHONS = ["3.9", "3.10", "3.12", "3.13"]
 
-#: Exit, close, signals, dictConfig, fork, the spool's file handling and the real stacks: what
-#: depends on the interpreter's own shutdown, signal, sqlite3 and multiprocessing machinery.
+#: Exit, close, signals, dictConfig, fork, the spool's file handling, requests in parallel and
+#: the real stacks: what depends on the interpreter's own shutdown, signal, threading, sqlite3 and
+#: multiprocessing machinery.
 LIFECYCLE_TESTS = [
     "tests/test_lifecycle.py",
+    "tests/test_flow.py",
     "tests/test_signals.py",
     "tests/test_dictconfig.py",
     "tests/reliability/test_process_lifecycle.py",

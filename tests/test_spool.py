@@ -653,13 +653,20 @@ def test_read_only_directory_and_file_for_an_unprivileged_user() -> None:
         os.chown(writable, 65534, 65534)  # nobody's own file, in a directory it cannot write
         targets = [os.path.join(base, "new.db"), os.path.join(base, "sub", "new.db")]
         targets += [existing, writable]
+        # The package as nobody can read it: the checkout may sit in a 0700 directory (mktemp).
+        library = os.path.join(base, "lib")
+        shutil.copytree(ROOT / "humanloop_logging", os.path.join(library, "humanloop_logging"))
+        for directory, _, files in os.walk(library):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o644)
         done = subprocess.run(
             [*nobody, "-c", UNPRIVILEGED, *targets],
             capture_output=True,
             text=True,
             check=False,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=base,
+            env={**os.environ, "PYTHONPATH": library},
             timeout=30,
         )
         lines = done.stdout.splitlines()

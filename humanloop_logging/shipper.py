@@ -279,6 +279,8 @@ class _Engine:
         """Start one more flush thread if a backlog waits and the window has room for it."""
         if self._helpers + 1 >= min(self._max_in_flight, self._window.size):
             return
+        if _lifecycle.exiting():  # no thread starts at exit: the first one drains alone
+            return
         thread = threading.Thread(
             target=_helper,
             args=(weakref.ref(self), generation),

@@ -169,7 +169,8 @@ def test_exit_with_a_full_queue_and_the_server_down_is_bounded() -> None:
 class InFlightExit:
     result: Finished
     arrivals: int
-    first_batch_items: int
+    #: Records in each request that reached the server (and hangs there).
+    items: list[int]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def exit_with_a_request_in_flight() -> Iterator[InFlightExit]:
             env,
             timeout=40,
         )
-        yield InFlightExit(result, len(fake.requests), fake.requests[0].item_count)
+        yield InFlightExit(result, len(fake.requests), [r.item_count for r in fake.requests])
 
 
 def test_exit_with_a_request_in_flight_is_bounded(
@@ -210,8 +211,10 @@ def test_exit_with_a_request_in_flight_is_bounded(
     assert result.returncode == 0, result.stderr
     assert_clean_stderr(result)
     assert result.line("FLUSHED") == "False"
-    # (5 records, or all 8 if they were queued when the first batch was taken: a backlog.)
-    assert exit_with_a_request_in_flight.first_batch_items in (5, 8)
+    # The first batch, and perhaps the rest beside it (flush() makes it due): the 8 at most once.
+    items = exit_with_a_request_in_flight.items
+    assert items
+    assert 1 <= sum(items) <= 8
     assert last_words(result)["exit_seconds"] <= 1.0 + 1.0
 
 

@@ -36,6 +36,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from .signals import leave_signals_to_the_main_thread
+
 WATCHDOG_THREAD = "humanloop-feedback-watchdog"
 
 _in_flight = threading.local()
@@ -145,6 +147,7 @@ class _Watchdog:
         return True
 
     def _run(self) -> None:
+        leave_signals_to_the_main_thread()
         cond = self._cond
         heap = self._heap
         while True:

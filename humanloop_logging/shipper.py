@@ -47,6 +47,7 @@ from .exceptions import (
     SpoolError,
     UnprocessableEntityError,
 )
+from .signals import leave_signals_to_the_main_thread
 from .transport import HTTPTransport, SendControl
 
 if TYPE_CHECKING:
@@ -1262,6 +1263,7 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
     the engine alive until everything is sent or given up on, so nothing vanishes with it.
     """
+    leave_signals_to_the_main_thread()
     keep: Optional[_Engine] = None
     while True:
         engine = ref()
@@ -1280,6 +1282,7 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
 
 def _helper(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     """A flush thread beside the first: sends batches of a backlog until none is due."""
+    leave_signals_to_the_main_thread()
     while True:
         engine = ref()
         if engine is None:
@@ -1336,6 +1339,7 @@ class _Send:
 
 def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     """The sending thread's loop, with a spool: from disk to Humanloop."""
+    leave_signals_to_the_main_thread()
     while True:
         engine = ref()
         if engine is None:

@@ -16,6 +16,23 @@ from typing import Optional
 __all__ = ["exit_on_sigterm"]
 
 
+#: Signals a process is told to stop or act by: they must reach the main thread, which runs
+#: Python's handlers. A signal the kernel gives to a background thread only sets a flag, and a
+#: main thread blocked in a wait (``Event().wait()``, a server's loop) never wakes to act on it.
+_FOR_THE_MAIN_THREAD = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+    if hasattr(signal, name)
+}
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Called first on each of the library's own threads: the kernel then delivers SIGTERM and
+    the like to a thread that can act on them. (POSIX; elsewhere nothing to do.)"""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FOR_THE_MAIN_THREAD)
+
+
 def _exit(signum: int, _frame: Optional[FrameType]) -> None:
     sys.exit(128 + signum)
 

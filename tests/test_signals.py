@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -24,7 +25,11 @@ SCRIPT = textwrap.dedent(
     for n in range(50):
         log.info("feedback", extra={{"data_id": f"d{{n}}", "type": "rating", "value": "good"}})
     print("logged", flush=True)
-    threading.Event().wait()  # a server's main loop, until a signal ends it
+    # A server's main loop, until a signal ends it. It wakes now and then, as servers' loops do:
+    # an untimed wait can miss a signal that lands just before the thread blocks (CPython only
+    # sets a flag then), whoever the other threads are.
+    while True:
+        threading.Event().wait(0.5)
     """
 )
 
@@ -75,3 +80,37 @@ def test_exit_on_sigterm_leaves_an_existing_handler_alone() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def blocked_signals(native_id: int) -> int:
+    """A thread's mask of blocked signals, from Linux's /proc."""
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        return next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads Linux's /proc")
+def test_the_librarys_threads_leave_sigterm_to_the_main_thread(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """The flush and watchdog threads block SIGTERM and SIGINT, so the kernel hands those to the
+    main thread, the only one that runs Python's handlers (a background thread that took one
+    would leave a main thread blocked in a wait unaware of it)."""
+    from humanloop_logging import FeedbackShipper
+
+    shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
+    try:
+        shipper.submit(("dp-1", "rating", "good", None, None, None, 0.0))
+        assert shipper.flush(5)
+        names = {"humanloop-feedback-flush", "humanloop-feedback-watchdog"}
+        ours = [t for t in threading.enumerate() if t.name in names]
+        assert {t.name for t in ours} == names
+        for thread in ours:
+            assert thread.native_id is not None
+            blocked = blocked_signals(thread.native_id)
+            for number in (signal.SIGTERM, signal.SIGINT):
+                assert blocked & (1 << (number - 1)), (thread.name, signal.Signals(number).name)
+        main = threading.main_thread().native_id
+        assert main is not None
+        assert not blocked_signals(main) & (1 << (signal.SIGTERM - 1))
+    finally:
+        shipper.close()

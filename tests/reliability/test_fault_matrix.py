@@ -138,7 +138,16 @@ CASES = [
     Case("503 bursts", bursts_of_503),
     Case("429 storms with Retry-After", storms_of_429),
     Case("connection resets", connection_resets),
-    Case("slower than timeout", slower_than_timeout, {"timeout": 0.5}, lossy=True),
+    # retries_visible: a request cut off at 0.5 s while the stand-in (in this process, beside 8
+    # logging threads and up to 4 requests of up to 500 records) had not yet read it all is
+    # retried, and the stand-in never records the one it gave up reading.
+    Case(
+        "slower than timeout",
+        slower_than_timeout,
+        {"timeout": 0.5},
+        lossy=True,
+        retries_visible=False,
+    ),
     Case(
         "down > max_retry_time, then back",
         down_longer_than_max_retry_time,

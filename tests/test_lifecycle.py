@@ -195,7 +195,10 @@ def test_exit_reports_a_batch_that_was_in_flight(fake_humanloop: FakeHumanloop) 
     assert result.returncode == 0, result.stderr
     assert result.line("FLUSHED") == "False"
     assert result.ended - float(result.line("END")) < 2.0
-    assert fake_humanloop.requests[0].item_count >= 5  # a backlog may go in a bigger request
+    # The first batch hangs; the rest may go beside it (flush() makes it due), in any order.
+    items = [r.item_count for r in fake_humanloop.requests]
+    assert max(items) >= 5
+    assert sum(items) <= 8
     reported = sum(int(n) for n in re.findall(r"(\d+) record", result.stderr))
     assert reported == 8, result.stderr
 

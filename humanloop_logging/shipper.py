@@ -985,9 +985,7 @@ class _Engine:
         if spool is None:
             return
         try:
-            # A backlog on disk goes in bigger requests, as one in memory does.
-            size = self._max_batch if self._spooled > self._batch_size else self._batch_size
-            rows = spool.claim(size, exclude=set(self._rows.values()))
+            rows = spool.claim(self._batch_size, exclude=set(self._rows.values()))
         except SpoolError as error:
             self._spool_broken(error)
             return

@@ -287,7 +287,8 @@ def assert_ended(
         f"{list(exit_codes)}:\n{tail}"
     )
     assert outcome.run.shutdown_seconds <= bound, (
-        f"{outcome.scenario}: shutdown took {outcome.run.shutdown_seconds:.1f} s (> {bound} s)"
+        f"{outcome.scenario}: shutdown took {outcome.run.shutdown_seconds:.1f} s (> {bound} s):\n"
+        f"{tail}"
     )
 
 

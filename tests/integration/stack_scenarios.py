@@ -66,12 +66,23 @@ def _ids(prefix: str, count: int = N) -> list[str]:
 
 
 def _serve_and_sigterm(
-    argv: Sequence[str], env: dict[str, str], port: int, prefix: str, cwd: Path = APPS
+    argv: Sequence[str],
+    env: dict[str, str],
+    port: int,
+    prefix: str,
+    *,
+    cwd: Path = APPS,
+    ready: int = 0,
 ) -> Run:
-    """Start a server, GET /feedback/<id> N times (each answered after its log call), SIGTERM it."""
+    """Start a server, GET /feedback/<id> N times (each answered after its log call), SIGTERM it.
+
+    With ``ready``, first wait until that many gunicorn workers said they are ready.
+    """
     server = Running(argv, env, cwd=cwd)
     try:
         base = f"http://127.0.0.1:{port}"
+        if ready:
+            server.wait_for_line(GUNICORN_READY, count=ready)
         server.wait_for_http(base + "/health")
         ids = _ids(prefix)
         bodies = get_all(base, [f"/feedback/{data_id}" for data_id in ids])
@@ -144,18 +155,28 @@ def uvicorn_script(
 # -- gunicorn and Django ---------------------------------------------------------------------------
 
 
+GUNICORN_WORKERS = 2
+#: The line each gunicorn worker prints once it handles SIGTERM itself (apps/gunicorn_ready.py).
+GUNICORN_READY = "gunicorn worker ready"
+
+
+def _gunicorn_argv(port: int) -> list[str]:
+    argv = [python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}"]
+    argv += ["--workers", str(GUNICORN_WORKERS), "--chdir", str(APPS)]
+    return [*argv, "--config", str(APPS / "gunicorn_ready.py")]
+
+
 def gunicorn(worker: str, preload: bool) -> Callable[[str, Optional[FakeHumanloop]], Run]:
     def run(base_url: str, _fake: Optional[FakeHumanloop]) -> Run:
         port = free_port()
         env = child_env(base_url)
-        argv = [python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-        argv += ["--worker-class", worker, "--chdir", str(APPS)]
+        argv = [*_gunicorn_argv(port), "--worker-class", worker]
         if worker == "gthread":
             argv += ["--threads", "4"]
         if preload:
             argv.append("--preload")
         argv.append("wsgi_app:application")
-        return _serve_and_sigterm(argv, env, port, f"gunicorn-{worker}")
+        return _serve_and_sigterm(argv, env, port, f"gunicorn-{worker}", ready=GUNICORN_WORKERS)
 
     return run
 
@@ -163,9 +184,8 @@ def gunicorn(worker: str, preload: bool) -> Callable[[str, Optional[FakeHumanloo
 def django_gunicorn(base_url: str, _fake: Optional[FakeHumanloop]) -> Run:
     port = free_port()
     env = child_env(base_url, extra={"DJANGO_SETTINGS_MODULE": "hl_django.settings"})
-    argv = [python(), "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2"]
-    argv += ["--chdir", str(APPS), "hl_django.wsgi:application"]
-    return _serve_and_sigterm(argv, env, port, "django")
+    argv = [*_gunicorn_argv(port), "hl_django.wsgi:application"]
+    return _serve_and_sigterm(argv, env, port, "django", ready=GUNICORN_WORKERS)
 
 
 # -- Celery ----------------------------------------------------------------------------------------

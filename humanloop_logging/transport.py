@@ -395,6 +395,17 @@ class HTTPTransport:
                 "Accept": "application/json",
             }
         )
+        # requests reads the proxy and CA-bundle variables again on every request, and ~/.netrc
+        # from disk: a quarter of its own work per request. This transport posts to one URL, so
+        # that is decided once, here. (A netrc login would only have added a second credential.)
+        try:
+            found = session.merge_environment_settings(self.url, {}, None, None, None)
+        except ValueError:  # a malformed URL: the first request reports it, as a TransportError
+            return session
+        session.proxies.update(found["proxies"])
+        session.verify = found["verify"]
+        session.cert = found["cert"]
+        session.trust_env = False
         return session
 
     def reset_after_fork(self) -> None:

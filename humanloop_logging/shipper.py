@@ -317,7 +317,7 @@ class _Engine:
         full = min(self._batch_size * narrowed, self._max_batch)
         if self._spool is None:
             self._notify_at = full  # the caller's path wakes the flush thread at that size
-        return len(self._queue) >= full or self._hurried()
+        return len(self._queue) >= full or self._closing or self._taken < self._flush_target
 
     def _take_locked(self, generation: int) -> tuple[list[Captured], int, Turn]:
         """The next batch off the queue, in line for its data_ids; another thread helps with

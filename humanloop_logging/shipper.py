@@ -215,22 +215,12 @@ class _Engine:
         self.process([item], epoch, turn)
 
     def _kick(self) -> None:
-        """A batch is full: wake the flush thread; if it is busy sending, a helper takes a backlog.
-
-        While the flush thread is busy, what is queued goes in its next request, up to
-        ``_max_batch``: a helper starts only once the queue holds that much (the caller's path
-        checks again at that size). Against a fast service the records then go in a few large
-        requests on one thread, whose per-request cost is what the application pays for under
-        the GIL; against a slow one the queue soon holds a whole large batch, and the helpers
-        send side by side.
-        """
+        """A batch is full: wake the flush thread, or, if it is busy sending, start a helper."""
         with self._cond:
             if self._waiting or self._spool is not None:
                 self._cond.notify()
-            elif len(self._queue) >= self._max_batch:
-                self._help_busy_locked()
             else:
-                self._notify_at = self._max_batch
+                self._help_busy_locked()
 
     def _help_busy_locked(self) -> None:
         """Records are due while the flush thread is busy sending: a helper takes them."""
@@ -328,13 +318,9 @@ class _Engine:
         batch = [queue.popleft() for _ in range(take)]
         self._taken += take
         turn = self._turns.register(_data_ids(batch))
-        if queue and self._due_locked() and (len(queue) >= self._max_batch or self._hurried()):
+        if queue and self._due_locked():
             self._help_locked(generation)
         return batch, self._epoch, turn
-
-    def _hurried(self) -> bool:
-        """Closing or flushing: what is queued goes at once, side by side."""
-        return self._closing or self._taken < self._flush_target
 
     def _send_here(self) -> None:
         """Send what is queued on the calling thread, within the deadline (at exit)."""

@@ -243,34 +243,6 @@ def test_feedback_about_one_data_id_is_never_reordered(
     assert rig.shipper.stats().sent == 11
 
 
-def test_a_helper_starts_only_for_a_backlog_of_a_whole_largest_batch(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
-) -> None:
-    """While a request is in flight, what is queued waits for the flush thread's next request
-    until it fills a largest batch (5 batch sizes); then a helper sends it beside the first."""
-    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=4)
-    rigs.append(rig)
-    fake_humanloop.hang_next(1)
-    for n in range(5):
-        rig.send(f"dp-{n}")
-    assert fake_humanloop.wait_for_arrivals(1, timeout=10)  # the first batch, held
-
-    for n in range(5, 29):  # 24 queued: one short of 25
-        rig.send(f"dp-{n}")
-    assert not fake_humanloop.wait_for_arrivals(2, timeout=0.5)  # no helper for them yet
-    rig.send("dp-29")
-    assert fake_humanloop.wait_for_arrivals(2, timeout=10)
-    assert fake_humanloop.wait_for_items(25, timeout=10)
-    assert [r.item_count for r in fake_humanloop.requests] == [5, 25]
-    helped = [item["data_id"] for item in fake_humanloop.received]
-
-    fake_humanloop.clear()  # the held request is dropped, and sent again
-    assert rig.shipper.flush(15)
-    resent = [item["data_id"] for item in fake_humanloop.received]
-    assert sorted(helped + resent) == sorted(f"dp-{n}" for n in range(30))
-    assert rig.shipper.stats().sent == 30
-
-
 def test_a_pause_the_service_asked_for_holds_back_new_requests() -> None:
     """After a 429 with Retry-After, no new request starts before the pause ends."""
     window = Window(4)

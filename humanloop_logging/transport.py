@@ -1,4 +1,4 @@
-"""HTTP transport: one ``requests.Session``, tenacity retries, and the only place errors are mapped.
+"""HTTP transport: one ``requests`` connection pool, tenacity retries, and the only place errors are mapped.
 
 ``requests`` exceptions never leave this module: every failure becomes a DeliveryError subclass that
 says whether it is worth retrying. The transport knows nothing of queues or logging records; it
@@ -10,17 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-
-# requests imports netrc when a request first looks for credentials. Imported that late, its
-# module lock may be held by the flush thread when the application forks, and the child's first
-# request would wait for it forever: so it is imported here, with the transport.
-import netrc  # noqa: F401
 import random
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional, Protocol, TypeVar
@@ -373,7 +368,7 @@ class HTTPTransport:
         self._clock = clock
         self._connections = connections
         self._target = _Target(url)
-        self._session = self._new_session()
+        self._connect()
         self._lock = threading.Lock()
         self._guards: set[Guard] = set()  # the requests in flight, so close() can end them
         start_watchdog()  # now, while a thread can be started (not at exit)
@@ -381,13 +376,41 @@ class HTTPTransport:
     def __repr__(self) -> str:
         return f"HTTPTransport(url={self.url!r}, timeout={self.timeout})"
 
-    def _new_session(self) -> requests.Session:
-        session = requests.Session()
-        # As many kept-alive connections as requests may be in flight at once.
-        adapter = GuardedAdapter(pool_maxsize=max(self._connections, 10))
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        session.headers.update(
+    def _connect(self) -> None:
+        """The connection pool, and what every request shares: decided once, not per request.
+
+        ``requests.Session.post`` prepares the URL and headers, reads the proxy and CA-bundle
+        variables and ``~/.netrc``, merges cookies and walks redirects on every call: over half
+        its own CPU per request, and the flush thread shares the GIL with the application. Here
+        the request is prepared once and copied, the environment is read once (a netrc login
+        would only have added a second credential), and each request goes straight to the
+        adapter. Redirects are not followed: the API key must never go on to another address.
+        """
+        self._adapter = GuardedAdapter(pool_maxsize=max(self._connections, 10))
+        self._template: Optional[requests.PreparedRequest] = None
+        self._proxies: MutableMapping[str, str] = {}
+        self._verify: Any = True
+        self._cert: Any = None
+        try:
+            self._template = self._prepare()
+            with requests.Session() as session:
+                found = session.merge_environment_settings(self.url, {}, None, None, None)
+        except ValueError:  # a malformed URL: each request reports it, as a TransportError
+            return
+        self._proxies = found["proxies"]
+        self._verify = found["verify"]
+        self._cert = found["cert"]
+
+    def _prepare(self) -> requests.PreparedRequest:
+        """The request every POST copies, without its body; raises requests' error for a bad URL."""
+        try:
+            scheme = urlsplit(self.url).scheme
+        except ValueError:
+            raise requests.exceptions.InvalidURL("not a URL") from None
+        if scheme not in ("http", "https"):
+            raise requests.exceptions.InvalidSchema("not an http(s) URL")
+        headers = requests.utils.default_headers()
+        headers.update(
             {
                 "X-API-KEY": self._api_key,
                 "User-Agent": USER_AGENT,
@@ -395,22 +418,11 @@ class HTTPTransport:
                 "Accept": "application/json",
             }
         )
-        # requests reads the proxy and CA-bundle variables again on every request, and ~/.netrc
-        # from disk: a quarter of its own work per request. This transport posts to one URL, so
-        # that is decided once, here. (A netrc login would only have added a second credential.)
-        try:
-            found = session.merge_environment_settings(self.url, {}, None, None, None)
-        except ValueError:  # a malformed URL: the first request reports it, as a TransportError
-            return session
-        session.proxies.update(found["proxies"])
-        session.verify = found["verify"]
-        session.cert = found["cert"]
-        session.trust_env = False
-        return session
+        return requests.Request("POST", self.url, headers=headers).prepare()
 
     def reset_after_fork(self) -> None:
         """Give a forked child its own connections and watchdog; the parent's are left alone."""
-        self._session = self._new_session()
+        self._connect()
         self._lock = threading.Lock()
         self._guards = set()
         start_watchdog()
@@ -423,7 +435,7 @@ class HTTPTransport:
             guard.fire_at(deadline)
 
     def close(self) -> None:
-        self._session.close()
+        self._adapter.close()
 
     # -- one request -------------------------------------------------------------------------
 
@@ -442,7 +454,16 @@ class HTTPTransport:
             with self._lock:
                 self._guards.add(guard)
             try:
-                response = self._session.post(self.url, data=body, timeout=timeout, stream=True)
+                request = (self._template or self._prepare()).copy()
+                request.prepare_body(body, None)
+                response = self._adapter.send(
+                    request,
+                    stream=True,
+                    timeout=timeout,
+                    verify=self._verify,
+                    cert=self._cert,
+                    proxies=self._proxies,
+                )
                 try:
                     status = response.status_code
                     if 200 <= status < 300:
@@ -457,7 +478,7 @@ class HTTPTransport:
             finally:
                 with self._lock:
                     self._guards.discard(guard)
-        self._raise_for(status, content, response.headers.get("Retry-After"), records)
+        self._raise_for(status, content, response.headers, records)
 
     @staticmethod
     def _read(response: requests.Response, limit: int) -> bytes:
@@ -471,7 +492,7 @@ class HTTPTransport:
         return b"".join(chunks)
 
     def _raise_for(
-        self, status: int, content: bytes, retry_after: Optional[str], records: Sequence[Any]
+        self, status: int, content: bytes, headers: Mapping[str, str], records: Sequence[Any]
     ) -> None:
         # A misbehaving proxy may echo the request, headers and all: never repeat the key.
         content = content.replace(self._api_key.encode("utf-8"), b"[redacted]")
@@ -491,7 +512,15 @@ class HTTPTransport:
         if status == 422:
             raise UnprocessableEntityError(message, _details(content), url=target.where)
         text = None
-        if status == 404:
+        if 300 <= status < 400:
+            location = where(headers.get("Location") or "") or "an address it did not give"
+            text = (
+                f"POST {target.where} was redirected (HTTP {status}) to "
+                f"{location.replace(self._api_key, '[redacted]')}: redirects are not followed, so "
+                "that the API key goes nowhere else; set base_url to the address the service "
+                "names"
+            )
+        elif status == 404:
             base = target.base_url
             fix = (
                 f"is base_url ({base}) the Humanloop API?"
@@ -505,7 +534,7 @@ class HTTPTransport:
             message,
             records,
             retryable=status in RETRYABLE_STATUSES,
-            retry_after=parse_retry_after(retry_after),
+            retry_after=parse_retry_after(headers.get("Retry-After")),
             url=target.where,
             text=text,
         )

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Optional
 
@@ -378,7 +379,13 @@ def test_timeout_maps_to_transport_error(secret_fake: FakeHumanloop) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:99999/v4/feedback", "http://a b/v4/feedback", "http://[::1/v4"]
+    "url",
+    [
+        "http://127.0.0.1:99999/v4/feedback",
+        "http://a b/v4/feedback",
+        "http://[::1/v4",
+        "ftp://127.0.0.1/v4/feedback",
+    ],
 )
 def test_invalid_urls_map_to_transport_error(url: str) -> None:
     """Even requests' URL errors come out as TransportError, never as requests exceptions."""
@@ -390,6 +397,52 @@ def test_invalid_urls_map_to_transport_error(url: str) -> None:
 
 
 # -- messages that name the place and the fix ---------------------------------------------------
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """Answers every POST with a redirect to ``server.location``."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Location", self.server.location)  # type: ignore[attr-defined]
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_the_key_goes_nowhere_else(
+    secret_fake: FakeHumanloop, status: int
+) -> None:
+    """A redirect to another address is reported with where it points; the key is not sent there.
+
+    requests only strips ``Authorization`` on a redirect to another host, not ``X-API-KEY``.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    server.status = status  # type: ignore[attr-defined]
+    server.location = secret_fake.url.replace("127.0.0.1", "localhost")  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v4/feedback"
+        error = send_and_catch(make_transport(api_key=SECRET, url=url, max_retry_time=0.0))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert isinstance(error, APIError)
+    assert error.status == status
+    assert not error.retryable
+    assert error.message == (
+        f"POST {url} was redirected (HTTP {status}) to {server.location}: "  # type: ignore[attr-defined]
+        "redirects are not followed, so that the API key goes nowhere else; set base_url to the "
+        "address the service names"
+    )
+    assert secret_fake.requests == []  # nothing went on, not even a GET
+    assert_leaks_nothing(error, SECRET)
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -368,7 +368,8 @@ class HTTPTransport:
         self._clock = clock
         self._connections = connections
         self._target = _Target(url)
-        self._connect()
+        self._settle()
+        self._adapter = self._new_adapter()
         self._lock = threading.Lock()
         self._guards: set[Guard] = set()  # the requests in flight, so close() can end them
         start_watchdog()  # now, while a thread can be started (not at exit)
@@ -376,8 +377,12 @@ class HTTPTransport:
     def __repr__(self) -> str:
         return f"HTTPTransport(url={self.url!r}, timeout={self.timeout})"
 
-    def _connect(self) -> None:
-        """The connection pool, and what every request shares: decided once, not per request.
+    def _new_adapter(self) -> GuardedAdapter:
+        """A connection pool with as many kept-alive connections as requests may be in flight."""
+        return GuardedAdapter(pool_maxsize=max(self._connections, 10))
+
+    def _settle(self) -> None:
+        """What every request shares, decided once: the prepared request and the environment.
 
         ``requests.Session.post`` prepares the URL and headers, reads the proxy and CA-bundle
         variables and ``~/.netrc``, merges cookies and walks redirects on every call: over half
@@ -386,7 +391,6 @@ class HTTPTransport:
         would only have added a second credential), and each request goes straight to the
         adapter. Redirects are not followed: the API key must never go on to another address.
         """
-        self._adapter = GuardedAdapter(pool_maxsize=max(self._connections, 10))
         self._template: Optional[requests.PreparedRequest] = None
         self._proxies: MutableMapping[str, str] = {}
         self._verify: Any = True
@@ -421,8 +425,12 @@ class HTTPTransport:
         return requests.Request("POST", self.url, headers=headers).prepare()
 
     def reset_after_fork(self) -> None:
-        """Give a forked child its own connections and watchdog; the parent's are left alone."""
-        self._connect()
+        """Give a forked child its own connections and watchdog; the parent's are left alone.
+
+        Only a new pool: the prepared request and the environment stay as the parent read them,
+        so the fork hook does no more than it must (it runs in every forked child).
+        """
+        self._adapter = self._new_adapter()
         self._lock = threading.Lock()
         self._guards = set()
         start_watchdog()

@@ -241,6 +241,48 @@ def test_forked_child_sends_its_own_records_and_not_its_parents(
     )
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_asks_the_system_for_no_proxy_settings(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A forked child sends with the proxy settings its parent read when the handler was built.
+
+    On macOS, asking for them (``urllib``'s ``_scproxy``) in a forked child of a process with
+    threads can crash the child, so neither the fork hook nor the child's requests may ask.
+    """
+    result = run_script(
+        """
+        import requests.utils
+        handler = FeedbackHandler()
+        logger = make_logger(handler)
+        asked = []
+        def getproxies():
+            asked.append(os.getpid())
+            return {}
+        def proxy_bypass(host):
+            asked.append(os.getpid())
+            return False
+        requests.utils.getproxies = getproxies
+        requests.utils.proxy_bypass = proxy_bypass
+        pid = os.fork()
+        if pid == 0:
+            feedback(logger, "child-0")
+            print("CHILD-FLUSHED", handler.flush(5.0), flush=True)
+            print("CHILD-ASKED", len(asked), flush=True)
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        print("CHILD-STATUS", status, flush=True)
+        """,
+        env_for(fake_humanloop, flush_interval=60),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.line("CHILD-STATUS") == "0"
+    assert result.line("CHILD-FLUSHED") == "True"
+    assert result.line("CHILD-ASKED") == "0"
+    assert counts(fake_humanloop) == collections.Counter(["child-0"])
+
+
 def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
     fake_humanloop: FakeHumanloop,
 ) -> None:

@@ -537,9 +537,6 @@ class _Engine:
         return valid, errors
 
     # SendControl, for the transport (through _Send, one per request).
-    def deadline(self) -> float:
-        return self._deadline
-
     @property
     def naps_cut(self) -> int:
         return self._naps_cut
@@ -573,12 +570,22 @@ class _Engine:
             self._retried += 1
         self.reporter.problem(error)
 
-    def _send(self, chunk: list[Payload], suspect_after: int) -> None:
+    def deadline_for(self, epoch: int) -> float:
+        """The deadline of a send of ``epoch``: long past once close() has written it off.
+
+        Its records are then counted failed and reported as given up on, so it must make no
+        further attempt, not even after the close has returned and lifted the deadline: a
+        retry would deliver what was reported lost, and twice if the cut-off attempt landed.
+        """
+        return self._deadline if epoch == self._epoch else -math.inf
+
+    def _send(self, chunk: list[Payload], suspect_after: int, epoch: int) -> None:
         """One POST of ``chunk`` with retries, within the window of requests in flight;
         ``suspect_after`` attempts of a suspect answer end it early (0: never)."""
         body = encode_array(chunk)
         window = self._window
-        control = _Send(self, suspect_after or _NEVER, window.acquire(self.deadline))
+        deadline = partial(self.deadline_for, epoch)
+        control = _Send(self, deadline, suspect_after or _NEVER, window.acquire(deadline))
         try:
             self.transport.send(body, chunk, control)
         except DeliveryError as error:
@@ -619,7 +626,7 @@ class _Engine:
         "failed" (given up on, or split after a 413).
         """
         try:
-            self._send(chunk, suspect_after)
+            self._send(chunk, suspect_after, epoch)
         except UnprocessableEntityError as error:
             return "rejected", self._split_422(chunk, error, epoch)
         except APIError as error:
@@ -1301,16 +1308,16 @@ class _Send:
     """The SendControl of one request: the engine's deadline and waits, and what is this
     request's own (when to suspect the batch, the window round it saw)."""
 
-    __slots__ = ("_engine", "_naps_cut", "_round", "_suspect_after")
+    __slots__ = ("_engine", "_naps_cut", "_round", "_suspect_after", "deadline")
 
-    def __init__(self, engine: _Engine, suspect_after: int, round_: int) -> None:
+    def __init__(
+        self, engine: _Engine, deadline: Callable[[], float], suspect_after: int, round_: int
+    ) -> None:
         self._engine = engine
+        self.deadline = deadline  # the engine's, until close() writes this send off
         self._suspect_after = suspect_after
         self._round = round_
         self._naps_cut = engine.naps_cut  # a close begun from now on cuts this send's wait
-
-    def deadline(self) -> float:
-        return self._engine.deadline()
 
     def sleep(self, seconds: float) -> None:
         self._naps_cut = self._engine.sleep(seconds, self._naps_cut)

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
+import tenacity
 
 from humanloop_logging import (
     APIError,
     AuthenticationError,
+    DeliveryError,
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackStats,
@@ -25,6 +27,7 @@ from humanloop_logging import (
     UnprocessableEntityError,
 )
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
+from humanloop_logging.transport import HTTPTransport
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -480,6 +483,59 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
 
     assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
+
+
+def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A request that close() cut off and wrote off is not tried again, even once the close has
+    returned and lifted its deadline: its record was reported as given up on, and the cut-off
+    attempt may have landed, so a retry would deliver it after all, or twice."""
+    before = set(threading.enumerate())
+    cut_off, go_on = threading.Event(), threading.Event()
+
+    def backoff(state: tenacity.RetryCallState) -> float:
+        cut_off.set()
+        assert go_on.wait(10.0)  # whether to retry is decided after close() has returned
+        return 0.0
+
+    transport = HTTPTransport(
+        api_key=fake_humanloop.api_key,
+        url=f"{fake_humanloop.base_url}/feedback",
+        timeout=30.0,
+        max_retry_time=30.0,
+        wait=backoff,
+    )
+    errors = ErrorLog()
+    shipper = FeedbackShipper(
+        api_key=fake_humanloop.api_key,
+        base_url=fake_humanloop.base_url,
+        batch_size=1,
+        flush_interval=60.0,
+        on_error=errors,
+        transport=transport,
+    )
+    fake_humanloop.hang_next(1)
+    FeedbackProcessor(shipper=shipper)(
+        None, "info", {"event": "fb", "data_id": "dp-0", "type": "rating", "value": "good"}
+    )
+    assert fake_humanloop.wait_for_arrivals(1)
+    [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
+
+    assert not shipper.close(timeout=0.3)
+    assert cut_off.is_set()  # the hanging attempt was cut off, and its send waits to retry
+    go_on.set()
+    thread.join(10.0)
+
+    assert not thread.is_alive()
+    assert fake_humanloop.received == []
+    assert len(fake_humanloop.requests) == 1
+    assert dataclasses.astuple(shipper.stats())[1:7] == (0, 0, 0, 0, 1, 0)
+    [error] = errors.of(DeliveryError)
+    assert str(error) == (
+        "gave up on feedback: the close deadline passed; 1 were in a request that did not end "
+        "(1 record(s))"
+    )
 
 
 # -- 422 and 413 ------------------------------------------------------------------------------------

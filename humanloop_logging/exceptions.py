@@ -19,7 +19,7 @@ of problem ("auth", "not_found", "dns", "tls", "refused", "timeout", "server", .
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -121,7 +121,9 @@ class DeliveryError(HumanloopLoggingError):
     """Records that were given up on; ``records`` holds their request bodies.
 
     ``category`` names the problem (see ``CATEGORIES``); ``url`` is where the request went (scheme,
-    host, port and path only), when the error is about a request.
+    host, port and path only), when the error is about a request. ``read_records``, given instead
+    of ``records`` (with ``count``), writes them out when they are first read: a close that gives
+    up on a whole queue must not spend its deadline on bodies nobody reads.
     """
 
     retryable: bool = False
@@ -139,9 +141,11 @@ class DeliveryError(HumanloopLoggingError):
         count: int | None = None,
         category: str | None = None,
         url: str | None = None,
+        read_records: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.message = message
-        self.records: list[Mapping[str, Any]] = list(records)
+        self._records = None if read_records is not None else list(records)
+        self._read_records = read_records
         self._count = count
         if category is not None:
             self.category = category
@@ -150,10 +154,34 @@ class DeliveryError(HumanloopLoggingError):
         super().__init__(message)
 
     @property
+    def records(self) -> list[Mapping[str, Any]]:
+        """The request bodies of the records given up on."""
+        records = self._records
+        if records is None:  # (two threads asking at once both read them: the same records)
+            read = self._read_records
+            records = self._records = list(read()) if read is not None else []
+        return records
+
+    @records.setter
+    def records(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._records = list(records)
+        self._read_records = None
+
+    @property
     def count(self) -> int:
         """How many records were given up on; more than ``len(records)`` when some were in a
         request that was still running when time ran out."""
-        return max(self._count or 0, len(self.records))
+        if self._records is None:  # not read yet: the count was given with the reader
+            return self._count or 0
+        return max(self._count or 0, len(self._records))
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # The records as read, without their reader: it holds the shipper, which does not pickle.
+        return (
+            type(self),
+            self.args,
+            {**self.__dict__, "_records": self.records, "_read_records": None},
+        )
 
     def __str__(self) -> str:
         count = self.count

@@ -26,6 +26,7 @@ from humanloop_logging import (
     TransportError,
     UnprocessableEntityError,
 )
+from humanloop_logging._record import to_payloads
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
 from humanloop_logging.transport import HTTPTransport
 
@@ -483,6 +484,41 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
 
     assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
+
+
+def test_what_a_close_gives_up_on_is_written_out_only_when_asked_for(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A close that runs out of time reports every record it gives up on at once, by count; their
+    bodies are validated and written out only when ``records`` is read, so a close with a large
+    queue does not spend time past its deadline on bodies nobody reads."""
+    rig = make(batch_size=1, max_in_flight=1, timeout=30.0)
+    rig.fake.hang_next(1)
+    rig.send("dp-0")  # its request hangs, and with one request in flight the rest wait
+    assert rig.fake.wait_for_arrivals(1)
+    for index in range(1, 50):
+        rig.send(f"dp-{index}")
+    validated: list[int] = []
+
+    def counting(items: Any, default_user: Any) -> Any:
+        validated.append(len(items))
+        return to_payloads(items, default_user)
+
+    monkeypatch.setattr("humanloop_logging.shipper.to_payloads", counting)
+
+    assert not rig.shipper.close(timeout=0.3)
+
+    # The 49 queued records, and the hanging one unless its cut-off request reported it itself.
+    [error] = [e for e in rig.errors.of(DeliveryError) if "gave up on feedback" in e.message]
+    in_flight = 1 if "1 were in a request that did not end" in error.message else 0
+    assert str(error) == f"{error.message} ({49 + in_flight} record(s))"
+    assert validated == []  # reported, counted, and not one body written out
+    assert [record["data_id"] for record in error.records] == [f"dp-{i}" for i in range(1, 50)]
+    assert validated == [49]
+    assert error.records is error.records  # written out once
+    assert validated == [49]
+    assert error.count == 49 + in_flight
+    assert dataclasses.astuple(rig.stats())[1:7] == (0, 0, 0, 0, 50, 0)
 
 
 def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(

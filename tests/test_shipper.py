@@ -559,7 +559,7 @@ def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(
     [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
 
     assert not shipper.close(timeout=0.3)
-    assert cut_off.is_set()  # the hanging attempt was cut off, and its send waits to retry
+    assert cut_off.wait(10.0)  # the hanging attempt was cut off, and its send waits to retry
     go_on.set()
     thread.join(10.0)
 

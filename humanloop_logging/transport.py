@@ -561,10 +561,13 @@ class HTTPTransport:
         give_up_at = started + self.max_retry_time
         backoff = self._wait
 
+        last_try = False  # the one attempt a close deadline's shortened wait allows
+
         def attempt() -> None:
             self.post(body, records, control.deadline())
 
         def wait(state: tenacity.RetryCallState) -> float:
+            nonlocal last_try
             seconds = float(backoff(state))
             error = state.outcome.exception() if state.outcome else None
             retry_after = error.retry_after if isinstance(error, DeliveryError) else None
@@ -573,6 +576,14 @@ class HTTPTransport:
             # come back together.
             if retry_after is not None and retry_after > seconds:
                 return retry_after * _random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
+            # A close drains: there is no later for these records. A backoff that would end past
+            # its deadline would give them up with time left, so once it is cut to half of that
+            # time, and the other half is the last attempt's (a Retry-After is still obeyed).
+            deadline = control.deadline()
+            remaining = deadline - clock()
+            if not last_try and deadline < give_up_at and 0 < remaining <= seconds:
+                last_try = True
+                return remaining / 2
             return seconds
 
         def stop(state: tenacity.RetryCallState) -> bool:

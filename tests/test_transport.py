@@ -791,7 +791,8 @@ def test_max_retry_time_bounds_the_retries(fake_humanloop: FakeHumanloop) -> Non
 
 
 def test_owner_deadline_bounds_the_retries(fake_humanloop: FakeHumanloop) -> None:
-    """The owner's deadline (close, exit) ends the retries before max_retry_time would."""
+    """The owner's deadline (close, exit) ends the retries before max_retry_time would. The
+    wait that would pass it is cut to half the time left, once, for a last attempt."""
     fake_humanloop.fail_next(1000, 503)
     clock = Clock()
     control = Control(clock=clock, deadline=clock.now + 7.0)
@@ -802,8 +803,45 @@ def test_owner_deadline_bounds_the_retries(fake_humanloop: FakeHumanloop) -> Non
     error = send_and_catch(transport, control)
 
     assert isinstance(error, APIError)
-    assert control.waits == [3.0, 3.0]
+    assert control.waits == [3.0, 3.0, 0.5]  # 6 s gone, 1 s left: half of it, then one try
+    assert len(fake_humanloop.requests) == 4
     assert "(the close deadline)" in error.message
+
+
+def test_a_close_deadline_leaves_time_for_a_last_attempt_that_succeeds(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A batch failing while a close drains is not given up on while the deadline leaves time
+    for one more attempt: the backoff that would pass the deadline is cut short instead."""
+    fake_humanloop.fail_next(3, 503)
+    clock = Clock()
+    control = Control(clock=clock, deadline=clock.now + 7.0)
+    transport = transport_for(
+        fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(3.0), clock=clock
+    )
+
+    transport.send(BODY, [ITEM], control)
+
+    assert control.waits == [3.0, 3.0, 0.5]
+    assert [r.status for r in fake_humanloop.requests] == [503, 503, 503, 200]
+
+
+def test_a_retry_after_past_the_close_deadline_is_not_cut_short(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """The last attempt a close allows never comes sooner than the service asked."""
+    fake_humanloop.fail_next(1000, 503, retry_after=5)
+    clock = Clock()
+    control = Control(clock=clock, deadline=clock.now + 3.0)
+    transport = transport_for(
+        fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(0.5), clock=clock
+    )
+
+    error = send_and_catch(transport, control)
+
+    assert isinstance(error, APIError)
+    assert control.waits == []
+    assert len(fake_humanloop.requests) == 1
 
 
 def test_owner_deadline_bounds_a_slow_request(fake_humanloop: FakeHumanloop) -> None:

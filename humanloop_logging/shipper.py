@@ -215,7 +215,8 @@ class _Engine:
         self.process([item], epoch, turn)
 
     def _kick(self) -> None:
-        """A batch is full: wake the flush thread, or, if it is busy sending, start a helper."""
+        """The queue reached ``_notify_at``: a batch is full, so wake the flush thread; or, if it
+        is busy sending, a full request's worth waits, so start a helper."""
         with self._cond:
             if self._waiting or self._spool is not None:
                 self._cond.notify()
@@ -223,9 +224,21 @@ class _Engine:
                 self._help_busy_locked()
 
     def _help_busy_locked(self) -> None:
-        """Records are due while the flush thread is busy sending: a helper takes them."""
-        if not self._idle and not self._waiting and self._queue and self._spool is None:
+        """A backlog waits while the flush thread is busy sending: a helper takes it."""
+        if not self._idle and not self._waiting and self._spool is None and self._backlog_locked():
             self._help_locked(self._generation)
+
+    def _backlog_locked(self) -> bool:
+        """Whether another thread should send beside the first: more waits than one request
+        takes, or a flush() or close waits for what is queued.
+
+        Not merely a full batch: against a fast service the first thread is back within a
+        millisecond, and a thread per batch would only share the GIL with the application.
+        """
+        queue = self._queue
+        return len(queue) >= self._max_batch or bool(
+            queue and (self._closing or self._taken < self._flush_target)
+        )
 
     def _drop(self) -> None:
         with self._lock:
@@ -303,11 +316,16 @@ class _Engine:
         ``flush_interval``), so that a process behind a rate limit sends fewer, bigger requests
         rather than as many as before, one at a time.
         """
+        return (
+            len(self._queue) >= self._full_locked()
+            or self._closing
+            or self._taken < self._flush_target
+        )
+
+    def _full_locked(self) -> int:
+        """How many records make a batch due: ``batch_size``, times the narrowing."""
         narrowed = self._max_in_flight // self._window.size
-        full = min(self._batch_size * narrowed, self._max_batch)
-        if self._spool is None:
-            self._notify_at = full  # the caller's path wakes the flush thread at that size
-        return len(self._queue) >= full or self._closing or self._taken < self._flush_target
+        return min(self._batch_size * narrowed, self._max_batch)
 
     def _take_locked(self, generation: int) -> tuple[list[Captured], int, Turn]:
         """The next batch off the queue, in line for its data_ids; another thread helps with
@@ -318,8 +336,9 @@ class _Engine:
         batch = [queue.popleft() for _ in range(take)]
         self._taken += take
         turn = self._turns.register(_data_ids(batch))
-        if queue and self._due_locked():
+        if self._backlog_locked():
             self._help_locked(generation)
+        self._notify_at = self._max_batch  # from now on a kick means a backlog (see _kick)
         return batch, self._epoch, turn
 
     def _send_here(self) -> None:
@@ -375,20 +394,25 @@ class _Engine:
             return self._take_locked(generation)
 
     def _nap_locked(self, seconds: float) -> None:
-        """The flush thread waits for a batch to fill; a full one wakes it (``_kick``)."""
+        """The flush thread waits for a batch to fill; a full one wakes it (``_kick``).
+
+        Meanwhile the caller's path kicks at a full batch; while a thread sends (from
+        ``_take_locked`` on), at a full request's worth, which calls for a helper.
+        """
         self._waiting = True
+        if self._spool is None:
+            self._notify_at = self._full_locked()
         try:
             self._cond.wait(seconds)
         finally:
             self._waiting = False
 
     def help_batch(self, generation: int) -> Optional[tuple[list[Captured], int, Turn]]:
-        """A helper's next batch; None, and the helper ends, once no batch is due."""
+        """A helper's next batch; None, and the helper ends, once no backlog waits."""
         with self._cond:
             if (
                 generation == self._generation
-                and self._queue
-                and self._due_locked()
+                and self._backlog_locked()
                 and time.monotonic() < self._deadline
             ):
                 return self._take_locked(generation)

@@ -195,6 +195,35 @@ def test_requests_in_flight_are_bounded_by_max_in_flight(
     assert (stats.sent, stats.failed, stats.pending) == (200, 0, 0)
 
 
+def test_a_second_request_starts_only_for_more_than_one_request_carries(
+    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+) -> None:
+    """While a request is in flight, a full batch waiting starts no second request: against a
+    fast service the first is back at once, and another thread would only share the GIL. A
+    full request's worth (5 batch sizes) waiting does start one, and it carries all of it."""
+    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=4)
+    rigs.append(rig)
+    fake_humanloop.hang_next(1)
+    for n in range(5):
+        rig.send(f"dp-{n}")
+    assert fake_humanloop.wait_for_arrivals(1, timeout=10)
+
+    for n in range(5, 29):  # 24 wait: more than four batches, less than one request
+        rig.send(f"dp-{n}")
+    assert not fake_humanloop.wait_for_arrivals(2, timeout=0.5)  # time for a second to show up
+
+    rig.send("dp-29")  # 25 wait
+    assert fake_humanloop.wait_for_items(25, timeout=10)
+    second = fake_humanloop.requests[-1]
+    assert (second.status, second.item_count) == (200, 25)
+    received = [item["data_id"] for item in fake_humanloop.received]
+
+    fake_humanloop.clear()  # the held request is dropped, and sent again
+    assert rig.shipper.flush(15)
+    received += [item["data_id"] for item in fake_humanloop.received]
+    assert sorted(received) == sorted(f"dp-{n}" for n in range(30))
+
+
 def test_a_503_narrows_the_window_for_what_follows(
     fake_humanloop: FakeHumanloop, rigs: list[Rig]
 ) -> None:

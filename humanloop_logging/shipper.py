@@ -400,8 +400,7 @@ class _Engine:
         ``_take_locked`` on), at a full request's worth, which calls for a helper.
         """
         self._waiting = True
-        if self._spool is None:
-            self._notify_at = self._full_locked()
+        self._notify_at = self._full_locked()
         try:
             self._cond.wait(seconds)
         finally:

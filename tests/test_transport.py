@@ -790,15 +790,24 @@ def test_max_retry_time_bounds_the_retries(fake_humanloop: FakeHumanloop) -> Non
     assert "(max_retry_time)" in error.message
 
 
+def during_a_close(
+    fake: FakeHumanloop, *, seconds_left: float, backoff: float
+) -> tuple[HTTPTransport, Control]:
+    """A transport retrying at a fixed ``backoff`` for a shipper whose close ends in
+    ``seconds_left`` (of a clock only its waits move), well inside ``max_retry_time``."""
+    clock = Clock()
+    control = Control(clock=clock, deadline=clock.now + seconds_left)
+    transport = transport_for(
+        fake, max_retry_time=60.0, wait=tenacity.wait_fixed(backoff), clock=clock
+    )
+    return transport, control
+
+
 def test_owner_deadline_bounds_the_retries(fake_humanloop: FakeHumanloop) -> None:
     """The owner's deadline (close, exit) ends the retries before max_retry_time would. The
     wait that would pass it is cut to half the time left, once, for a last attempt."""
     fake_humanloop.fail_next(1000, 503)
-    clock = Clock()
-    control = Control(clock=clock, deadline=clock.now + 7.0)
-    transport = transport_for(
-        fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(3.0), clock=clock
-    )
+    transport, control = during_a_close(fake_humanloop, seconds_left=7.0, backoff=3.0)
 
     error = send_and_catch(transport, control)
 
@@ -814,11 +823,7 @@ def test_a_close_deadline_leaves_time_for_a_last_attempt_that_succeeds(
     """A batch failing while a close drains is not given up on while the deadline leaves time
     for one more attempt: the backoff that would pass the deadline is cut short instead."""
     fake_humanloop.fail_next(3, 503)
-    clock = Clock()
-    control = Control(clock=clock, deadline=clock.now + 7.0)
-    transport = transport_for(
-        fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(3.0), clock=clock
-    )
+    transport, control = during_a_close(fake_humanloop, seconds_left=7.0, backoff=3.0)
 
     transport.send(BODY, [ITEM], control)
 
@@ -831,11 +836,7 @@ def test_a_retry_after_past_the_close_deadline_is_not_cut_short(
 ) -> None:
     """The last attempt a close allows never comes sooner than the service asked."""
     fake_humanloop.fail_next(1000, 503, retry_after=5)
-    clock = Clock()
-    control = Control(clock=clock, deadline=clock.now + 3.0)
-    transport = transport_for(
-        fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(0.5), clock=clock
-    )
+    transport, control = during_a_close(fake_humanloop, seconds_left=3.0, backoff=0.5)
 
     error = send_and_catch(transport, control)
 

@@ -36,7 +36,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .signals import leave_signals_to_the_main_thread
+from .signals import start_without_signals
 
 WATCHDOG_THREAD = "humanloop-feedback-watchdog"
 
@@ -125,7 +125,7 @@ class _Watchdog:
                 return True
             thread = threading.Thread(target=self._run, name=WATCHDOG_THREAD, daemon=True)
             try:
-                thread.start()
+                start_without_signals(thread)
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 return False
             self._thread = thread
@@ -147,7 +147,6 @@ class _Watchdog:
         return True
 
     def _run(self) -> None:
-        leave_signals_to_the_main_thread()
         cond = self._cond
         heap = self._heap
         while True:

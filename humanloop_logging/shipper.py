@@ -47,7 +47,7 @@ from .exceptions import (
     SpoolError,
     UnprocessableEntityError,
 )
-from .signals import leave_signals_to_the_main_thread
+from .signals import start_without_signals
 from .transport import HTTPTransport, SendControl
 
 if TYPE_CHECKING:
@@ -267,7 +267,7 @@ class _Engine:
             daemon=True,
         )
         try:
-            thread.start()
+            start_without_signals(thread)
         except RuntimeError:  # "can't create new thread at interpreter shutdown"
             return False
         self._idle = False
@@ -283,7 +283,7 @@ class _Engine:
                 name="humanloop-feedback-send",
                 daemon=True,
             )
-            sender.start()
+            start_without_signals(sender)
             self._sender = sender
             self.sender_id = sender.ident
             self.own_threads.add(sender.ident)
@@ -302,7 +302,7 @@ class _Engine:
             daemon=True,
         )
         try:
-            thread.start()
+            start_without_signals(thread)
         except RuntimeError:  # at interpreter shutdown: the first thread carries on alone
             return
         self._helpers += 1
@@ -1293,7 +1293,6 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
     the engine alive until everything is sent or given up on, so nothing vanishes with it.
     """
-    leave_signals_to_the_main_thread()
     keep: Optional[_Engine] = None
     while True:
         engine = ref()
@@ -1312,7 +1311,6 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
 
 def _helper(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     """A flush thread beside the first: sends batches of a backlog until none is due."""
-    leave_signals_to_the_main_thread()
     while True:
         engine = ref()
         if engine is None:
@@ -1369,7 +1367,6 @@ class _Send:
 
 def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     """The sending thread's loop, with a spool: from disk to Humanloop."""
-    leave_signals_to_the_main_thread()
     while True:
         engine = ref()
         if engine is None:

@@ -26,11 +26,23 @@ _FOR_THE_MAIN_THREAD = {
 }
 
 
-def leave_signals_to_the_main_thread() -> None:
-    """Called first on each of the library's own threads: the kernel then delivers SIGTERM and
-    the like to a thread that can act on them. (POSIX; elsewhere nothing to do.)"""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, _FOR_THE_MAIN_THREAD)
+def start_without_signals(thread: threading.Thread) -> None:
+    """Start one of the library's own threads with SIGTERM and the like blocked from birth.
+
+    A thread inherits the signal mask of the thread that starts it, so the mask is set here,
+    around ``start()``, and restored after: a mask set by the new thread itself would leave a
+    window between its birth and its first line in which the kernel could hand it a signal that
+    the main thread then never sees. (POSIX; elsewhere a plain ``start()``.) ``start()``'s own
+    ``RuntimeError`` at interpreter shutdown passes through.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FOR_THE_MAIN_THREAD)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _exit(signum: int, _frame: Optional[FrameType]) -> None:

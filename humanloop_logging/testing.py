@@ -583,6 +583,16 @@ class FakeHumanloop:
             return self._changed.wait_for(lambda: self._arrivals >= count, timeout)
 
     @property
+    def arrivals(self) -> int:
+        """How many requests were read so far, answered or not (what wait_for_arrivals() counts).
+
+        Read it right after set_latency() or hang_next() to wait for requests that the fault
+        holds: ``requests`` does not yet list the ones still in flight.
+        """
+        with self._changed:
+            return self._arrivals
+
+    @property
     def rate_limit(self) -> Optional[tuple[float, int]]:
         """``(requests per second, burst)`` of the rate limit in force; None when there is none."""
         with self._changed:

@@ -114,3 +114,37 @@ def test_the_librarys_threads_leave_sigterm_to_the_main_thread(
         assert not blocked_signals(main) & (1 << (signal.SIGTERM - 1))
     finally:
         shipper.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_the_librarys_threads_are_born_with_sigterm_blocked(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Blocked from the first instruction a thread runs, not from a line of its own: a signal
+    that reached a new thread before it masked itself was lost to a main thread blocked in a
+    wait. A trace function runs in each new thread before its target does, and reads the mask
+    there."""
+    from humanloop_logging import FeedbackShipper
+
+    at_birth: dict[str, set[int]] = {}
+
+    def first_event(frame: object, event: str, arg: object) -> None:
+        name = threading.current_thread().name
+        if name.startswith("humanloop-feedback") and name not in at_birth:
+            at_birth[name] = set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        sys.settrace(None)
+
+    threading.settrace(first_event)
+    try:
+        shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
+        try:
+            shipper.submit(("dp-1", "rating", "good", None, None, None, 0.0))
+            assert shipper.flush(5)
+        finally:
+            shipper.close()
+    finally:
+        threading.settrace(None)
+    assert "humanloop-feedback-flush" in at_birth
+    for name, blocked in at_birth.items():
+        assert {signal.SIGTERM, signal.SIGINT} <= blocked, name
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -648,7 +648,15 @@ handler, log = make_handler()
     + """
 report_at_exit(handler)
 print("READY", os.getpid(), flush=True)
-threading.Event().wait()  # a service's main loop, until a signal ends it
+# A service's main loop, until a signal ends it. It blocks with no timeout, on the signal wakeup
+# fd as an event loop does: a bare Event().wait() can sleep through a signal that lands after
+# its last check and before it blocks (CPython then only sets a flag), and hang the test.
+wake_r, wake_w = os.pipe()
+os.set_blocking(wake_w, False)
+signal.set_wakeup_fd(wake_w)
+while True:
+    select.select([wake_r], [], [])
+    os.read(wake_r, 512)
 """
 )
 

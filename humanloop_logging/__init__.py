@@ -18,6 +18,7 @@ from typing import Any as _Any
 from ._version import __version__
 
 if _TYPE_CHECKING:
+    from .asgi import FeedbackMiddleware
     from .exceptions import (
         APIError,
         AuthenticationError,
@@ -49,6 +50,7 @@ _MODULES = {
     "TransportError": "exceptions",
     "UnprocessableEntityError": "exceptions",
     "FeedbackHandler": "handler",
+    "FeedbackMiddleware": "asgi",
     "FeedbackProcessor": "processor",
     "FeedbackShipper": "shipper",
     "FeedbackStats": "shipper",
@@ -64,6 +66,7 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "FeedbackHandler",
+    "FeedbackMiddleware",
     "FeedbackProcessor",
     "FeedbackShipper",
     "FeedbackStats",

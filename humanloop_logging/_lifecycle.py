@@ -14,6 +14,12 @@ A process can end in four ways that matter here, and each needs its own hook:
 - a forked child inherits the parent's engines but none of their threads: ``os.register_at_fork``
   gives each a fresh, empty state that starts its thread when the child first logs feedback.
 
+A fifth way needs the application's help: uvicorn (0.29 and later, and so gunicorn's uvicorn
+workers) ends by raising ``SIGTERM`` again with Python's default action, which runs no hook at all.
+An ASGI app drains at its lifespan shutdown instead (``asgi.FeedbackMiddleware`` calls
+:func:`drain_at_server_shutdown`), and :func:`warn_if_sigterm_will_lose_feedback` says so once
+when nothing will.
+
 These hooks are attached lazily (multiprocessing and Celery are never imported here), just before
 a fork and whenever an engine is made, so a process that uses neither pays nothing.
 """
@@ -21,13 +27,14 @@ a fork and whenever an engine is made, so a process that uses neither pays nothi
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import threading
 import weakref
 from typing import Any, Protocol
 
-from . import _bridge
+from . import _bridge, _report, signals
 
 
 class Drainable(Protocol):
@@ -55,6 +62,10 @@ class _State:
         self.finalizer_pid = 0
         self.after_fork_registered = False
         self.celery_connected = False
+        #: An ASGI lifespan drains every engine at the server's shutdown (FeedbackMiddleware).
+        self.drained_by_lifespan = False
+        #: The warning that SIGTERM will lose feedback was given (once a process).
+        self.sigterm_warned = False
 
 
 state = _State()
@@ -85,12 +96,52 @@ def drain_all() -> None:
     to run twice (the second finds nothing left to send).
     """
     state.exiting = True
+    _close_all()
+
+
+def _close_all() -> None:
     with state.lock:
         engines = list(state.engines)
     for engine in engines:
         engine.begin_close(engine.exit_timeout())
     for engine in engines:
         engine.wait_closed()
+
+
+def expect_lifespan_drain() -> None:
+    """An ASGI lifespan has started that will call :func:`drain_at_server_shutdown`."""
+    state.drained_by_lifespan = True
+
+
+def drain_at_server_shutdown() -> None:
+    """Close every live engine at once, each within its own ``exit_timeout``, while the process
+    still lives: a server's shutdown, after the last request and before the server ends it.
+
+    Unlike the exit drain, threads may start again afterwards: feedback logged later (a test
+    client's next app, a later lifespan) is sent as usual.
+    """
+    _close_all()
+
+
+def warn_if_sigterm_will_lose_feedback() -> None:
+    """Say once, at the first feedback a process sends, if its server will end it by ``SIGTERM``
+    with no drain before: today uvicorn >= 0.29 (its CLI, ``uvicorn.run()``, gunicorn's uvicorn
+    workers) without a lifespan drain or ``exit_on_sigterm()``. Runs on the flush thread."""
+    if state.sigterm_warned or state.drained_by_lifespan:
+        return
+    server = signals.reraising_server()
+    if server is None:
+        return
+    state.sigterm_warned = True
+    _report.emit(
+        logging.WARNING,
+        f"{server} ends this process by raising SIGTERM again after its shutdown, so no exit hook "
+        "runs: feedback still queued then is lost at every deploy or restart, unless the "
+        "application's lifespan shutdown sends it. To send it there, add one line: "
+        "app.add_middleware(humanloop_logging.FeedbackMiddleware) (FastAPI, Starlette), or "
+        "app = FeedbackMiddleware(app) for any other ASGI app; see 'FastAPI and other ASGI apps' "
+        "in the README.",
+    )
 
 
 def _attach_pool_hooks() -> None:
@@ -135,6 +186,7 @@ def _before_fork() -> None:
 def _after_fork_in_child() -> None:
     state.lock = threading.Lock()  # the parent's may have been held at fork time
     state.exiting = False
+    state.sigterm_warned = False  # each worker process is told once
     _bridge.reset_after_fork()
     for engine in list(state.engines):
         engine.after_fork_in_child()

@@ -1293,6 +1293,10 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
     A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
     the engine alive until everything is sent or given up on, so nothing vanishes with it.
     """
+    first = ref()
+    if first is not None and first._spool is None:  # with a spool, what is queued is on disk
+        _lifecycle.warn_if_sigterm_will_lose_feedback()
+    del first
     keep: Optional[_Engine] = None
     while True:
         engine = ref()

@@ -45,6 +45,30 @@ def start_without_signals(thread: threading.Thread) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def reraising_server() -> Optional[str]:
+    """The server that will end this process by raising ``SIGTERM`` again with Python's default
+    action after its graceful shutdown (so no exit hook runs), or None.
+
+    uvicorn >= 0.29 swaps in its ``Server.handle_exit`` for the whole of ``serve()`` and, once
+    shut down, puts back the handler that was there before and raises the signal again: that
+    handler is Python's default unless :func:`exit_on_sigterm` set ours first. Read without
+    importing uvicorn; uvicorn < 0.29 handled signals in its event loop and exited normally.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    server_module = sys.modules.get("uvicorn.server")
+    if server_module is None or not isinstance(server, getattr(server_module, "Server", ())):
+        return None
+    if not hasattr(server, "capture_signals") or _INSTALLED.is_set():
+        return None
+    return "uvicorn"
+
+
+#: Set once exit_on_sigterm() installed its handler: a server started afterwards restores that
+#: handler, not death, when it raises SIGTERM again.
+_INSTALLED = threading.Event()
+
+
 def _exit(signum: int, _frame: Optional[FrameType]) -> None:
     sys.exit(128 + signum)
 
@@ -61,4 +85,5 @@ def exit_on_sigterm() -> bool:
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
     signal.signal(signal.SIGTERM, _exit)
+    _INSTALLED.set()
     return True

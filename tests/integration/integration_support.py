@@ -186,9 +186,11 @@ class Running:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    """GET ``url`` without any proxy; the status and the body (an error status too)."""
-    request = urllib.request.Request(url, headers={"Connection": "close"})
+def http_get(url: str, timeout: float = 10.0, method: str = "GET") -> tuple[int, bytes]:
+    """GET (or ``method``, with an empty body) ``url`` without any proxy; the status and the body
+    (an error status too)."""
+    data = None if method == "GET" else b""
+    request = urllib.request.Request(url, data=data, method=method, headers={"Connection": "close"})
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())

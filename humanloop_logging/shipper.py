@@ -24,6 +24,18 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from . import _details, _lifecycle
 from ._config import NAMES, Settings, SettingsArgs, refuse_unknown, resolve, takes_settings
+from ._delivery import (
+    Answer,
+    GiveUp,
+    Outcome,
+    Send,
+    Step,
+    deliver,
+    drive,
+    halves,
+    split_422,
+    suspect,
+)
 from ._flow import Turn, Turns, Window
 from ._record import (
     DATA_ID,
@@ -623,42 +635,36 @@ class _Engine:
             window.release()
 
     def _deliver(self, items: list[Payload], epoch: int) -> None:
-        """Send ``items``; whatever the service refuses costs only the records it is about.
+        """Send ``items`` as the delivery policy (``_delivery``) decides; whatever the service
+        refuses costs only the records it is about."""
 
-        - A 422 names the refused items (in any FastAPI shape): exactly those are rejected and
-          the rest is resent at once. One that names none is bisected.
-        - A 413 splits the batch in halves.
-        - A 500 that follows the batch through a retry, or another answer that one record could
-          explain (a 4xx that is not about the key, the URL or the rate), is looked into by
-          ``_isolate``.
-        """
-        work = [items]
-        while work:
-            chunk = work.pop()
-            early = 2 if len(chunk) > 1 and not self._outage else 0
-            outcome, more = self._try(chunk, early, epoch)
-            work += more
-            if outcome == "suspect":
-                work += self._isolate(chunk, epoch)
+        def answer(step: Step) -> Optional[Answer]:
+            if isinstance(step, Send):
+                return self._try(step.chunk, step.suspect_after, epoch)
+            if isinstance(step, GiveUp):
+                self._give_up(step.chunk, _poisoned(), epoch)
+            else:
+                self._outage = True
+            return None
 
-    def _try(
-        self, chunk: list[Payload], suspect_after: int, epoch: int
-    ) -> tuple[str, list[list[Payload]]]:
+        drive(deliver(items, lambda: self._outage), answer)
+
+    def _try(self, chunk: list[Payload], suspect_after: int, epoch: int) -> Answer:
         """Send ``chunk`` and count what became of it; the parts left to send come back.
 
-        The outcome: "ok" (accepted), "rejected" (a 422: the named records are rejected),
-        "suspect" (a suspect answer ``suspect_after`` times in a row; nothing counted yet) or
-        "failed" (given up on, or split after a 413).
+        The outcome is the policy's (``_delivery.Outcome``): accepted, rejected by a 422 (the
+        named records), suspect ``suspect_after`` times in a row (nothing counted yet), or failed
+        (given up on, or split after a 413).
         """
         try:
             self._send(chunk, suspect_after, epoch)
         except UnprocessableEntityError as error:
-            return "rejected", self._split_422(chunk, error, epoch)
+            return Outcome.REJECTED, self._split_422(chunk, error, epoch)
         except APIError as error:
             if error.status == 413 and len(chunk) > 1:
-                return "failed", _halves(chunk)
-            if suspect_after and _suspect(error):
-                return "suspect", []
+                return Outcome.FAILED, halves(chunk)
+            if suspect_after and suspect(error.status):
+                return Outcome.SUSPECT, []
             self._give_up(chunk, error, epoch)
         except DeliveryError as error:
             self._give_up(chunk, error, epoch)
@@ -670,74 +676,22 @@ class _Engine:
             self._settle(chunk)  # off the disk first, then counted: spooled never exceeds pending
             self._finish(epoch, sent=len(chunk))
             self.reporter.recovered()
-            return "ok", []
-        return "failed", []
-
-    def _isolate(self, batch: list[Payload], epoch: int) -> list[list[Payload]]:
-        """Find the records a failing batch fails on, or tell an outage; return what to resend.
-
-        First a few records go alone, one at a time. If one is accepted (or refused with a 422)
-        the service is up, and the rest is sent whole: if it fails, it holds the poison. If no
-        probe gets through, it is an outage: the batch is returned to be retried whole, and
-        later batches are not looked into until something succeeds, so an outage never
-        multiplies requests.
-
-        A part that fails while the service is up is halved and its first half sent: if that is
-        accepted, the second half is known to fail and is halved without being sent. A record
-        that fails alone, twice, is given up on alone.
-        """
-        rest = list(batch)
-        up = False
-        for index in _probe_indices(len(batch)):
-            probe = batch[index]
-            outcome, more = self._try([probe], 1, epoch)
-            if outcome != "suspect":
-                # By identity: another record of the batch may have the same text.
-                rest = [payload for payload in rest if payload is not probe]
-            if outcome in ("ok", "rejected"):
-                up = True
-            if outcome != "suspect":
-                break
-        if not up:
-            self._outage = True
-            return [rest] if rest else []
-        # (part, known to fail): the rest is sent whole first, in case the failure was a flake.
-        work: list[tuple[list[Payload], bool]] = [(rest, False)] if rest else []
-        while work:
-            part, failing = work.pop()
-            if not failing:
-                outcome, more = self._try(part, 1, epoch)
-                work += [(p, False) for p in more]
-                if outcome == "suspect":
-                    work.append((part, True))
-            elif len(part) == 1:
-                outcome, more = self._try(part, 2, epoch)
-                if outcome == "suspect":
-                    self._give_up(part, _poisoned(), epoch)
-            else:
-                first, second = _halves(part)[::-1]
-                outcome, more = self._try(first, 1, epoch)
-                work += [(p, False) for p in more]
-                if outcome == "ok":
-                    work.append((second, True))
-                elif outcome == "suspect":
-                    work += [(second, False), (first, True)]
-                else:
-                    work.append((second, False))
-        return []
+            return Outcome.OK, []
+        return Outcome.FAILED, []
 
     def _split_422(
         self, chunk: list[Payload], error: UnprocessableEntityError, epoch: int
     ) -> list[list[Payload]]:
         """Reject the items a 422 names; return what is left to send (bisected if none named)."""
         named = _details.item_errors(error.details, len(chunk))
-        if not named and len(chunk) > 1:
-            return _halves(chunk)
+        indices, rest = split_422(chunk, named)
+        if not indices:
+            return rest
         if not named:
             reasons = _details.body_errors(error.details, 1) or [error.message]
             named = {0: [("", reason) for reason in reasons]}
-        rejected = [(json.loads(chunk[index]), named[index]) for index in sorted(named)]
-        self._settle([chunk[index] for index in named])
+        rejected = [(json.loads(chunk[index]), named[index]) for index in indices]
+        self._settle([chunk[index] for index in indices])
         counted = self._finish(epoch, rejected=len(rejected))
         for record, fields in rejected if counted else []:
             reasons = [f"{field}: {message}" if field else message for field, message in fields]
@@ -750,8 +704,7 @@ class _Engine:
                 ),
                 kind="422",
             )
-        rest = [item for index, item in enumerate(chunk) if index not in named]
-        return [rest] if rest else []
+        return rest
 
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
         if error.retryable and self._keep_spooled(chunk):
@@ -1251,24 +1204,10 @@ _GRACE = 0.05
 #: Never: more attempts than any send makes.
 _NEVER = 1 << 30
 
-#: Statuses that are the service's state or the client's setup, never one record's doing.
-_NOT_POISON = frozenset({401, 403, 404, 405, 407, 408, 413, 422, 429})
-
 
 def _data_ids(batch: list[Captured]) -> frozenset[str]:
     """The data_ids of a batch that may be sent (any other kind is refused before sending)."""
     return frozenset({key for item in batch if type(key := item[DATA_ID]) is str})
-
-
-def _suspect(error: APIError) -> bool:
-    """An answer that one bad record in the batch could explain."""
-    return error.status == 500 or (400 <= error.status < 500 and error.status not in _NOT_POISON)
-
-
-def _halves(chunk: list[Payload]) -> list[list[Payload]]:
-    """The two halves, as a stack: the first half is sent next."""
-    half = len(chunk) // 2
-    return [chunk[half:], chunk[:half]]
 
 
 def _poisoned() -> DeliveryError:
@@ -1276,15 +1215,6 @@ def _poisoned() -> DeliveryError:
         "Humanloop fails on this record alone, twice, while other records of its batch were "
         "accepted: given up on it so that it costs only itself"
     )
-
-
-#: How many records of a failing batch are sent alone to tell poison from an outage.
-_PROBES = 3
-
-
-def _probe_indices(n: int) -> list[int]:
-    """Records spread over the batch, so that a run of bad records cannot hide all of them."""
-    return sorted({n // 2, n // 4, (3 * n) // 4})[:_PROBES] if n > 1 else [0]
 
 
 def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
@@ -1366,7 +1296,11 @@ class _Send:
         The whole batch gets one retry before it is suspected, a part sent while isolating
         none, and a lone record one (so a flaky answer does not cost a good record).
         """
-        return isinstance(error, APIError) and _suspect(error) and attempts >= self._suspect_after
+        return (
+            isinstance(error, APIError)
+            and suspect(error.status)
+            and attempts >= self._suspect_after
+        )
 
 
 def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:

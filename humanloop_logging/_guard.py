@@ -70,6 +70,12 @@ class Guard:
             self._sock = None
             self._done = True
 
+    def release(self, sock: Optional[socket.socket]) -> None:
+        """``sock``'s connection goes back to the pool: it is no longer this request's to cut."""
+        with self._lock:
+            if self._sock is sock:
+                self._sock = None
+
     @property
     def done(self) -> bool:
         return self._done
@@ -210,11 +216,23 @@ class _GuardedHTTPSConnection(_Noting, HTTPSConnection):
     pass
 
 
-class _GuardedHTTPPool(HTTPConnectionPool):
+class _Releasing:
+    """Lets go of a connection's socket, for the request's guard, as it goes back to the pool:
+    that happens when the answer has been read, while the request's time limit still runs, and a
+    cut-off then would shut a socket that the next request may already be using."""
+
+    def _put_conn(self, conn: Any) -> None:
+        guard: Optional[Guard] = getattr(_in_flight, "guard", None)
+        if guard is not None and conn is not None:
+            guard.release(getattr(conn, "sock", None))
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _GuardedHTTPPool(_Releasing, HTTPConnectionPool):
     ConnectionCls = _GuardedHTTPConnection
 
 
-class _GuardedHTTPSPool(HTTPSConnectionPool):
+class _GuardedHTTPSPool(_Releasing, HTTPSConnectionPool):
     ConnectionCls = _GuardedHTTPSConnection
 
 

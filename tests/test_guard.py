@@ -444,3 +444,38 @@ def test_an_unreachable_proxy_is_named(
     )
     assert "pw" not in error.message
     assert fake_humanloop.requests == []
+
+
+def test_a_cut_off_after_the_connection_went_back_to_the_pool_leaves_it_alone(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Reading an answer to its end returns the connection to the pool while the request's time
+    limit still runs: a cut-off that fires then (a close, the watchdog) must not shut a socket
+    that another request may already be using. The next request reuses that very connection."""
+    import requests
+
+    adapter = _guard.GuardedAdapter()
+    headers = {"X-API-KEY": fake_humanloop.api_key, "Content-Type": "application/json"}
+
+    def post(data_id: str) -> int:
+        body = json.dumps([{"data_id": data_id, "type": "rating", "value": "good"}])
+        request = requests.Request(
+            "POST", f"{fake_humanloop.base_url}/feedback", headers=headers, data=body
+        ).prepare()
+        response = adapter.send(request, stream=True, timeout=5)
+        try:
+            response.content  # noqa: B018 (read to the end: the connection goes back to the pool)
+            return response.status_code
+        finally:
+            response.close()
+
+    try:
+        with _guard.time_limit(10) as guard:
+            assert post("first") == 200
+            guard.fire(cut_short=True)  # lands after the answer was read, before the block ends
+        assert post("second") == 200
+    finally:
+        adapter.close()
+    connections = [request.connection for request in fake_humanloop.requests]
+    assert len(connections) == 2
+    assert connections[0] == connections[1], "the pooled connection was shut by the cut-off"

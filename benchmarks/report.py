@@ -132,7 +132,7 @@ def _e2e(data: Mapping[str, Any]) -> list[str]:
         f"**End to end**: {data['n']:,} records, from the first log call to `flush()` done, "
         "against the sink (no delay) in its own process; wall time and this process's CPU time "
         f"(all its threads), medians over {_rounds(data['rounds'])}. The floor is the same log calls "
-        "through a `NullHandler`, then plain `requests` posting pre-built JSON arrays of B items "
+        "through a `NullHandler`, then plain `requests` posting JSON arrays of B items, built inside its clock, "
         "on one `Session`, one after the other. *Share of the floor's speed* is floor wall / wall "
         "(goal ≥ 0.9); *CPU vs floor* is CPU / floor CPU (goal ≤ 1.3); both medians of per-round "
         "ratios. `FeedbackHandler` runs with `batch_size=B` and `max_queue_size` = n (so that the "

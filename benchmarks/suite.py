@@ -17,7 +17,7 @@ Sections:
   microseconds, each version in its own worker.
 - ``e2e``: wall and CPU time of this process from the first log call to ``flush()`` done, for
   ``n`` records, against the floor (the same log calls through a ``NullHandler``, then plain
-  ``requests`` posting pre-built arrays on one ``Session``), for each batch size; and the official
+  ``requests`` posting arrays it builds inside its clock, on one ``Session``), for each batch size; and the official
   Humanloop SDK (0.5.18, in a virtualenv of its own) once per record and with arrays.
 - ``roundtrips``: records/s delivered for a burst with default settings when every request takes
   20, 50 or 150 ms.

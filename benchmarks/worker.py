@@ -17,7 +17,8 @@ Kinds:
 - ``e2e``: from the first log call to ``flush()`` done, ``n`` records through ``FeedbackHandler``.
 - ``validate``: the flush thread's work per record alone: validation and the request body.
 - ``floor``: the same ``n`` log calls through a ``NullHandler``, then plain ``requests`` posting
-  pre-built JSON arrays of ``batch_size`` items on one ``Session``, one after the other.
+  JSON arrays of ``batch_size`` items, built inside the clock, on one ``Session``, one after the
+  other.
 - ``sdk``: the official Humanloop SDK's ``feedback()``, once per record or with arrays.
 - ``memory``: ``rate`` records a second for ``duration`` seconds while the service is down.
 - ``exit``: ``n`` records logged, then a normal exit with whatever is still queued.
@@ -263,13 +264,6 @@ def floor(args: Mapping[str, Any]) -> None:
     logger = bench_logger("floor", logging.NullHandler())
     calls = extras(n)
     created_at = "2026-11-28T12:00:00.123456+00:00"
-    bodies = [
-        json.dumps(
-            [dict(extra, created_at=created_at) for extra in calls[i : i + batch_size]],
-            separators=(",", ":"),
-        ).encode()
-        for i in range(0, n, batch_size)
-    ]
     url = args["base_url"].rstrip("/") + "/feedback"
     headers = {"Content-Type": "application/json", "X-API-KEY": args["api_key"]}
     session = requests.Session()
@@ -277,6 +271,14 @@ def floor(args: Mapping[str, Any]) -> None:
     started, cpu_started = time.perf_counter(), time.process_time()
     for extra in calls:
         info("feedback", extra=extra)
+    # The request bodies are built inside the clock, as any real client must build them.
+    bodies = [
+        json.dumps(
+            [dict(extra, created_at=created_at) for extra in calls[i : i + batch_size]],
+            separators=(",", ":"),
+        ).encode()
+        for i in range(0, n, batch_size)
+    ]
     statuses = [
         session.post(url, data=body, headers=headers, timeout=60).status_code for body in bodies
     ]

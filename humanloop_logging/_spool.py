@@ -235,8 +235,8 @@ class Spool:
         self._lock = threading.RLock()
         self._holder = 0  # thread ident inside a call, so a fork from that thread does not wait
         self._notices: list[SpoolError] = []
-        #: Of the rows the last ``append`` evicted, how many were this process's own.
-        self.evicted_own = 0
+        #: Of the rows the last ``append`` evicted, the ids of this process's own.
+        self.evicted_own_ids: list[int] = []
         self._touched = -math.inf  # when this process's heartbeat was last written
         self._identity_checked = -math.inf  # monotonic
         self._local = _Local()
@@ -261,9 +261,10 @@ class Spool:
         evict the oldest rows of any owner while the spool is over ``max_bytes``.
 
         Returns how many rows were evicted (new ones included, if one batch is over the limit);
-        ``evicted_own`` then says how many of them were this process's.
+        ``evicted_own_ids`` then lists those that were this process's (some may be in flight:
+        the engine counts those by their answer, not as lost).
         """
-        self.evicted_own = 0
+        self.evicted_own_ids = []
         if not rows:
             return 0
         token = self._token
@@ -289,7 +290,7 @@ class Spool:
 
         Each row's body is the record's array as JSON text. Returns rows evicted, as ``append``.
         """
-        self.evicted_own = 0
+        self.evicted_own_ids = []
         token = self._token
 
         insert = (
@@ -335,12 +336,17 @@ class Spool:
         ]
         return rows[:limit]
 
-    def count(self) -> int:
-        """How many rows this process owns: the engine's check on its own count, since rows also
-        leave by another process's eviction."""
+    def count(self, leave_out: Collection[int] = ()) -> int:
+        """How many rows this process owns, but those in ``leave_out`` (in flight): the engine's
+        check on its own count, since rows also leave by another process's eviction."""
+        left_out = json.dumps(sorted(leave_out))
 
         def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT count(*) FROM records WHERE owner = ?", (self._token,))
+            row = conn.execute(
+                "SELECT count(*) FROM records WHERE owner = ? "
+                "AND id NOT IN (SELECT value FROM json_each(?))",
+                (self._token, left_out),
+            )
             return int(row.fetchone()[0])
 
         return self._run(op)
@@ -357,8 +363,10 @@ class Spool:
 
         self._run(op)
 
-    def expire(self, max_age: float) -> list[Row]:
-        """Delete and return this process's rows created more than ``max_age`` seconds ago."""
+    def expire(self, max_age: float, keep: Collection[int] = ()) -> list[Row]:
+        """Delete and return this process's rows created more than ``max_age`` seconds ago, but
+        those in ``keep`` (in flight: their answer settles them)."""
+        kept = json.dumps(sorted(keep))
 
         def op(conn: sqlite3.Connection) -> list[Row]:
             with _transaction(conn):
@@ -366,9 +374,9 @@ class Spool:
                 rows = [
                     Row(*row)
                     for row in conn.execute(
-                        "SELECT id, data_id, body, created FROM records "
-                        "WHERE owner = ? AND created < ? ORDER BY id",
-                        (self._token, self._clock() - max_age),
+                        "SELECT id, data_id, body, created FROM records WHERE owner = ? AND "
+                        "created < ? AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id",
+                        (self._token, self._clock() - max_age, kept),
                     )
                 ]
                 _delete(conn, [row.id for row in rows])
@@ -629,11 +637,14 @@ class Spool:
                     return evicted
                 row_bytes = -(-used // rows)
             limit = -(-(used - self.max_bytes) // row_bytes)
-            self.evicted_own += conn.execute(
-                "SELECT count(*) FROM (SELECT owner FROM records ORDER BY id LIMIT ?) "
-                "WHERE owner = ?",
-                (limit, self._token),
-            ).fetchone()[0]
+            self.evicted_own_ids += [
+                id_
+                for (id_,) in conn.execute(
+                    "SELECT id FROM (SELECT id, owner FROM records ORDER BY id LIMIT ?) "
+                    "WHERE owner = ?",
+                    (limit, self._token),
+                )
+            ]
             deleted = conn.execute(
                 "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?)",
                 (limit,),

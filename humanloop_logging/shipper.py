@@ -178,6 +178,8 @@ class _Engine:
         self._evicted_at = 0.0  # monotonic: the last write that evicted rows
         self._spool_lock = threading.Lock()  # a spool change and its count change, together
         self._rows: dict[int, int] = {}  # id() of a payload in flight -> its row id
+        #: Rows in flight that a write evicted: lost if their send gives them back to the disk.
+        self._evicted_in_flight: set[int] = set()
         self._retry_at = 0.0  # monotonic: no send from the spool before (after an outage)
         self._retry_wait = 0.0
         self._last_send = 0.0
@@ -871,9 +873,15 @@ class _Engine:
         try:
             with self._spool_lock:
                 evicted = write()
+                # A row in flight that the write evicted is settled by its answer, not lost: it
+                # stays counted as spooled until then (claims register under this lock too).
+                in_flight = set(self._rows.values())
+                own_evicted = spool.evicted_own_ids
+                self._evicted_in_flight.update(row for row in own_evicted if row in in_flight)
+                lost = len(own_evicted) - len(in_flight.intersection(own_evicted))
                 with self._lock:
-                    self._spooled += len(records) - spool.evicted_own
-                    self._count_lost_locked(spool.evicted_own)
+                    self._spooled += len(records) - lost
+                    self._count_lost_locked(lost)
         except SpoolError as error:
             self._spool_broken(error)
             return False
@@ -933,9 +941,11 @@ class _Engine:
         self._next_upkeep = now + _UPKEEP_EVERY
         try:
             with self._spool_lock:
+                # Rows in flight are settled by their answer, whatever happened to them on disk.
+                in_flight = set(self._rows.values())
                 adopted = spool.adopt()
-                expired = spool.expire(self.settings.spool_max_age)
-                own = spool.count()
+                expired = spool.expire(self.settings.spool_max_age, keep=in_flight)
+                own = spool.count(leave_out=in_flight)
                 with self._lock:
                     self._adopted += adopted
                     self._taken += adopted
@@ -943,8 +953,8 @@ class _Engine:
                     self._finished += len(expired)
                     self._spooled += adopted - len(expired)
                     # Own rows that left without this process: another's eviction took them.
-                    self._count_lost_locked(self._spooled - own)
-                    self._spooled = own
+                    self._count_lost_locked(self._spooled - len(in_flight) - own)
+                    self._spooled = own + len(in_flight)
         except SpoolError as error:
             self._spool_broken(error)
             return
@@ -969,26 +979,29 @@ class _Engine:
         spool = self._spool
         if spool is None:
             return
+        payloads: list[Payload] = []
+        refused: list[int] = []
+        errors: list[FeedbackValidationError] = []
         try:
-            rows = spool.claim(self._batch_size, exclude=set(self._rows.values()))
+            # Claimed and registered as in flight in one step for the writer, whose eviction
+            # counts as lost only the rows not in flight.
+            with self._spool_lock:
+                rows = spool.claim(self._batch_size, exclude=set(self._rows.values()))
+                for row in rows:
+                    try:
+                        unspooled = self._unspool(row.body)
+                    except FeedbackValidationError as error:
+                        refused.append(row.id)
+                        errors.append(error)
+                        continue
+                    self._rows[id(unspooled)] = row.id
+                    payloads.append(unspooled)
         except SpoolError as error:
             self._spool_broken(error)
             return
         self._last_send = time.monotonic()
         if not rows:
             return
-        payloads: list[Payload] = []
-        refused: list[int] = []
-        errors: list[FeedbackValidationError] = []
-        for row in rows:
-            try:
-                unspooled = self._unspool(row.body)
-            except FeedbackValidationError as error:
-                refused.append(row.id)
-                errors.append(error)
-                continue
-            self._rows[id(unspooled)] = row.id
-            payloads.append(unspooled)
         if refused:  # off the disk first, then counted: spooled never exceeds pending
             try:
                 with self._spool_lock:
@@ -1013,6 +1026,7 @@ class _Engine:
         spool = self._spool
         if not ids or spool is None:
             return
+        self._evicted_in_flight.difference_update(ids)  # settled by this answer, not lost
         try:
             with self._spool_lock:
                 spool.delete(ids)
@@ -1029,8 +1043,13 @@ class _Engine:
         """
         if self._spool is None or any(id(p) not in self._rows for p in chunk):
             return False
-        for payload in chunk:
-            del self._rows[id(payload)]
+        rows = [self._rows.pop(id(payload)) for payload in chunk]
+        gone = self._evicted_in_flight.intersection(rows)
+        if gone:  # evicted while in flight, and not delivered: lost after all
+            self._evicted_in_flight -= gone
+            with self._spool_lock, self._lock:
+                self._spooled -= len(gone)
+                self._count_lost_locked(len(gone))
         self._retry_wait = min(max(1.0, self._retry_wait * 2), _SPOOL_RETRY_CAP)
         self._retry_at = time.monotonic() + self._retry_wait * random.uniform(0.8, 1.2)
         return True
@@ -1039,6 +1058,7 @@ class _Engine:
         """Say once that the spool failed, and keep feedback in memory from now on."""
         self._spool = None
         self._rows.clear()
+        self._evicted_in_flight.clear()
         stay = f", and {self._spooled} record(s) stay in the file" if self._spooled else ""
         self.reporter.report(
             SpoolError(error.path, f"{error.reason}; feedback is kept in memory from now on{stay}"),

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
 from humanloop_logging.exceptions import SpoolError
+from humanloop_logging.testing import FakeHumanloop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -683,3 +686,43 @@ def test_read_only_directory_and_file_for_an_unprivileged_user() -> None:
         assert lines[3].startswith(f"SpoolError feedback spool {writable}: read-only")
     finally:
         shutil.rmtree(base)
+
+
+def test_rows_evicted_while_in_flight_are_counted_once_by_their_answer(
+    fake_humanloop: FakeHumanloop, path: str
+) -> None:
+    """A burst into a small spool evicts the oldest rows, and the oldest are the ones in flight:
+    those are settled by their answer (sent), not also counted as dropped. The counters balance,
+    and none goes negative."""
+    burst_over = threading.Event()
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        if isinstance(error, SpoolError) and "oldest" in error.reason:
+            burst_over.set()
+
+    fake_humanloop.hang_next(1)
+    shipper = FeedbackShipper(
+        fake_humanloop.api_key,
+        fake_humanloop.base_url,
+        spool_path=path,
+        max_spool_bytes=64 * 1024,
+        batch_size=100,
+        max_queue_size=10_000,
+        on_error=on_error,
+    )
+    try:
+        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        assert fake_humanloop.wait_for_arrivals(1, timeout=20)  # its row is in flight, held
+        for n in range(3000):
+            shipper.submit((f"burst-{n}", "rating", "good", None, None, None, time.time()))
+        assert burst_over.wait(30), "the burst never evicted"
+        fake_humanloop.clear()  # the held request's connection drops: it is sent again
+        assert shipper.flush(30)
+    finally:
+        shipper.close()
+    stats = shipper.stats()
+    received = {item["data_id"] for item in fake_humanloop.received}
+    assert "first" in received
+    assert (stats.pending, stats.spooled) == (0, 0), stats
+    assert stats.sent == len(received)
+    assert stats.enqueued == stats.sent + stats.dropped + stats.failed + stats.rejected

@@ -390,10 +390,16 @@ class _Engine:
                     # off, and each reports its own records, as this thread does.
                     self._cond.wait(self._deadline + _GRACE - now)
                     return [], self._epoch, None
+                # Idle is published first, and the queue looked at again after: the caller
+                # appends without the lock and then reads _idle, so a record appended from here
+                # on is either seen below or sees _idle and starts a thread of its own.
+                self._idle = True
                 if late:
                     left = [queue.popleft() for _ in range(len(queue))]
                     self._write_off_locked(left, "the close deadline passed")
-                self._idle = True
+                elif queue:  # appended after the look above: this thread sends it too
+                    self._idle = False
+                    return self._take_locked(generation)
                 self._cond.notify_all()
                 return None
             if not queue:
@@ -764,21 +770,28 @@ class _Engine:
                     self._cond.wait(wake)
                     return True
                 self._evicting = False
+            if stop:
+                # Published first, then the queue looked at again (as in next_batch): a record
+                # appended from here on, while this thread waits for the sender, sees _idle and
+                # starts a writer and a sender of its own.
+                self._idle = True
+                if queue and not late:  # appended after the look above: to disk with the rest
+                    self._idle = False
+                    stop = False
             take = len(queue) if (late or self._closing) else min(len(queue), _SPOOL_CHUNK)
             items = [queue.popleft() for _ in range(take)]
             self._taken += take
             epoch = self._epoch
+            # This writer's sender and deadline: once idle is out, a record may start new ones.
+            sender, deadline = self._sender, self._deadline
         if items:
             self._to_spool(items, epoch)
             with self._cond:
                 self._send_wake.notify()  # rows to send
         if stop:
-            sender = self._sender
             if sender is not None and sender is not threading.current_thread():
-                sender.join(max(0.0, self._deadline - time.monotonic()) + _GRACE)
+                sender.join(max(0.0, deadline - time.monotonic()) + _GRACE)
             with self._cond:
-                if generation == self._generation:
-                    self._idle = True
                 self._cond.notify_all()
             self._leave_on_disk()
             self._evicting = False
@@ -1015,7 +1028,9 @@ class _Engine:
             with self._send_lock:
                 self._deliver(payloads, epoch)
         finally:
-            self._rows.clear()
+            # Only this send's rows: a sender started since (after a close) has its own here.
+            for payload in payloads:
+                self._rows.pop(id(payload), None)
 
     def _settle(self, chunk: list[Payload]) -> None:
         """The service answered for these records: their rows leave the spool."""
@@ -1139,11 +1154,18 @@ class _Engine:
         """Wait for the close begun by ``begin_close``; False if time ran out on some records."""
         written_off = self._written_off
         late_to_disk: Optional[tuple[list[Captured], int]] = None
-        thread = self._thread
+        with self._cond:
+            thread, deadline = self._thread, self._deadline
+        if deadline == math.inf:
+            # Another close ended this one's work already, and any thread running now was
+            # started by a later record: it is not this close's to wait for, or to write off.
+            self.report_written_off()
+            self.reporter.release_held()
+            return True
         current = threading.current_thread()
         if thread is not None and thread is not current:
             # (It may wait for its helpers until _GRACE past the deadline.)
-            thread.join(max(0.0, self._deadline - time.monotonic()) + 2 * _GRACE)
+            thread.join(max(0.0, deadline - time.monotonic()) + 2 * _GRACE)
         with self._cond:
             if thread is not None and thread is not current and thread.is_alive():
                 if thread is self._thread and not self._idle:
@@ -1161,7 +1183,7 @@ class _Engine:
             elif self._idle:
                 # Blocking mode, or sends on the caller's thread at exit: wait for those in flight
                 # (records in the spool are not in flight: they wait on disk).
-                end = self._deadline + _GRACE
+                end = deadline + _GRACE
                 while self._finished + self._spooled < self._taken and self._idle:
                     remaining = end - time.monotonic()
                     if remaining <= 0:

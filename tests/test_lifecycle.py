@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import collections
 import json
+import linecache
 import os
 import re
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -313,3 +315,75 @@ def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
     assert (stats["enqueued"], stats["sent"], stats["rejected"], stats["pending"]) == (4, 3, 1, 0)
     assert counts(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
     assert [r.status for r in fake_humanloop.requests] == [503, 200]
+
+
+def test_a_record_appended_as_the_flush_thread_stops_is_sent(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """The caller appends without a lock and then looks whether a flush thread runs; a closing
+    thread looks at the queue and then says it stops. A record appended between the two was
+    stranded: queued, with no thread to send it and none started. The record is appended here at
+    exactly that moment, from a trace of the flush thread: when it is about to publish that it
+    is idle, after its last look at the queue."""
+    from humanloop_logging import FeedbackShipper
+
+    shipper = FeedbackShipper(
+        fake_humanloop.api_key, fake_humanloop.base_url, flush_interval=3600, batch_size=1000
+    )
+    injected: list[str] = []
+
+    def trace(frame: Any, event: str, arg: object) -> Any:
+        if frame.f_code.co_name != "next_batch":
+            return None
+        if event == "line" and not injected:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            if line == "self._idle = True":
+                injected.append("late")
+                shipper.submit(("late", "rating", "good", None, None, None, time.time()))
+        return trace
+
+    threading.settrace(trace)
+    try:
+        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        assert shipper.close(10)
+    finally:
+        threading.settrace(None)
+    assert injected == ["late"], "the flush thread never reached the point of publishing idle"
+    assert shipper.flush(10)
+    assert sorted(item["data_id"] for item in fake_humanloop.received) == ["first", "late"]
+    stats = shipper.stats()
+    assert (stats.sent, stats.pending) == (2, 0), stats
+    shipper.close()
+
+
+def test_a_close_that_another_close_ended_first_leaves_a_restarted_thread_alone(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """Two closes from two threads, and a record logged between them: the close that ends first
+    lifts the deadline, and the record starts a new flush thread. The other close, still about to
+    wait, waited on a deadline that was no longer there (OverflowError from Thread.join) and
+    would have taken the new thread for a stuck one. The other close and the record come here at
+    exactly that moment: when this close is about to wait."""
+    from humanloop_logging import FeedbackShipper
+
+    shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
+    shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+    other: list[bool] = []
+
+    def trace(frame: Any, event: str, arg: object) -> Any:
+        if event == "call" and frame.f_code.co_name == "wait_closed" and not other:
+            sys.settrace(None)
+            other.append(shipper.close(5))  # the other thread's close, ending first
+            shipper.submit(("later", "rating", "good", None, None, None, time.time()))
+        return None
+
+    sys.settrace(trace)
+    try:
+        assert shipper.close(5)
+    finally:
+        sys.settrace(None)
+    assert other == [True]
+    assert shipper.flush(10), shipper.stats()
+    assert sorted(item["data_id"] for item in fake_humanloop.received) == ["first", "later"]
+    assert shipper.stats().failed == 0
+    shipper.close()

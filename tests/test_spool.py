@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 
@@ -726,3 +727,54 @@ def test_rows_evicted_while_in_flight_are_counted_once_by_their_answer(
     assert (stats.pending, stats.spooled) == (0, 0), stats
     assert stats.sent == len(received)
     assert stats.enqueued == stats.sent + stats.dropped + stats.failed + stats.rejected
+
+
+def _waiting_for_the_sender() -> bool:
+    """Whether the spool's writer thread is in its close, waiting for the sender to finish."""
+    writers = {t.ident for t in threading.enumerate() if t.name == "humanloop-feedback-flush"}
+    for ident, frame in sys._current_frames().items():
+        if ident not in writers:
+            continue
+        names = set()
+        current: Any = frame
+        while current is not None:
+            names.add(current.f_code.co_name)
+            current = current.f_back
+        if {"join", "_spool_step"} <= names:
+            return True
+    return False
+
+
+def test_records_logged_while_a_close_waits_for_the_sender_are_delivered(
+    fake_humanloop: FakeHumanloop, path: str
+) -> None:
+    """With a spool, a close moves the queue to disk and waits for the sender. Records logged in
+    that wait were stranded: neither on disk nor sent, and lost at exit without a word."""
+    fake_humanloop.hang_next(1)  # the sender's first request is held: the close waits for it
+    shipper = FeedbackShipper(
+        fake_humanloop.api_key, fake_humanloop.base_url, spool_path=path, batch_size=100
+    )
+    closer: Optional[threading.Thread] = None
+    try:
+        for n in range(5):
+            shipper.submit((f"before-{n}", "rating", "good", None, None, None, time.time()))
+        assert fake_humanloop.wait_for_arrivals(1, timeout=20)
+        closer = threading.Thread(target=shipper.close, args=(20,))
+        closer.start()
+        deadline = time.monotonic() + 20
+        while not _waiting_for_the_sender():
+            assert time.monotonic() < deadline, "the close never waited for the sender"
+            assert closer.is_alive(), "the close ended without waiting for the sender"
+            threading.Event().wait(0.01)
+        for n in range(5):
+            shipper.submit((f"during-{n}", "rating", "good", None, None, None, time.time()))
+        fake_humanloop.clear()  # the held request's connection drops; it is sent again
+        closer.join(30)
+        assert shipper.flush(20), shipper.stats()
+    finally:
+        if closer is not None:
+            closer.join(30)
+        shipper.close()
+    received = sorted(item["data_id"] for item in fake_humanloop.received)
+    assert received == sorted([f"before-{n}" for n in range(5)] + [f"during-{n}" for n in range(5)])
+    assert shipper.stats().pending == 0

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from threading import get_ident
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _bridge
+from ._bridge import Shipped, shipped
 from ._config import SettingsArgs, resolve_fields, takes_settings
 from ._record import freeze
 from .shipper import FeedbackShipper, FeedbackStats, attach
@@ -92,9 +92,9 @@ class FeedbackHandler(logging.Handler):
             # The shipper's own threads' records (an on_error callback logging feedback) would loop.
             engine = self._engine
             if get_ident() in engine.own_threads or (
-                _bridge.state.used
-                and _bridge.already_shipped(data_id, type_, self._engine, record.created)
-            ):
+                (data_id.__class__ is Shipped or type_.__class__ is Shipped)
+                and shipped(data_id, type_, engine.token)
+            ):  # (a structlog event its FeedbackProcessor already shipped)
                 return False
             get = source.get
             value = get(self._value)

@@ -125,6 +125,9 @@ class _Engine:
         self._max_queue_size = settings.max_queue_size
         self._flush_interval = settings.flush_interval
         self._default_user = settings.default_user
+        #: Stands for this engine where the engine itself must not be kept alive: on the events
+        #: its processors shipped (see ``_bridge``).
+        self.token = object()
         self._blocking = settings.blocking
         self._spool: Optional[Spool] = None
         if settings.spool_path is not None:

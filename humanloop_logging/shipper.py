@@ -99,6 +99,22 @@ class FeedbackStats:
     replayed: int = 0
 
 
+class _OwnThread(threading.local):
+    """Which engine the running thread works for; set by the engine's thread loops themselves.
+
+    Feedback logged on one of them (by an ``on_error`` callback) is the engine's own, and must not
+    be sent (it could loop), nor may ``flush()`` wait there for the thread itself. A thread-local
+    rather than a set of thread idents: an ident is reused once its thread ends, so an
+    application thread started after a close could pass for one of ours.
+    """
+
+    token: Optional[object] = None  # an engine's ``token``; None on every other thread
+
+
+#: ``own.token is engine.token`` on the engine's flush and send threads, and nowhere else.
+own = _OwnThread()
+
+
 class _Engine:
     """The queue, the counters and the flush thread's loop; shared by handler and processor.
 
@@ -126,7 +142,7 @@ class _Engine:
         self._flush_interval = settings.flush_interval
         self._default_user = settings.default_user
         #: Stands for this engine where the engine itself must not be kept alive: on the events
-        #: its processors shipped (see ``_bridge``).
+        #: its processors shipped (see ``_bridge``), and on its own threads (see ``own``).
         self.token = object()
         self._blocking = settings.blocking
         self._spool: Optional[Spool] = None
@@ -182,11 +198,7 @@ class _Engine:
         #: True while no flush thread runs; read without the lock on the caller's path.
         self._idle = True
         self._generation = 0  # of the flush thread: an older one that outlived a close ends
-        self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
-        #: Every thread that sends: feedback logged on one of them is the shipper's own.
-        self.own_threads: set[Optional[int]] = set()
-        self.sender_id: Optional[int] = None  # with a spool, the thread that sends
         self._sender: Optional[threading.Thread] = None
 
     def exit_timeout(self) -> float:
@@ -265,7 +277,7 @@ class _Engine:
         self._generation += 1
         thread = threading.Thread(
             target=_worker,
-            args=(weakref.ref(self), self._generation),
+            args=(weakref.ref(self), self._generation, self.token),
             name="humanloop-feedback-flush",
             daemon=True,
         )
@@ -275,21 +287,17 @@ class _Engine:
             return False
         self._idle = False
         self._thread = thread
-        self.thread_id = thread.ident
-        self.own_threads.add(thread.ident)
         if self._spool is not None:
             # Sending has a thread of its own, so that a slow service never holds up the writes
             # to disk: a burst goes to disk at the speed of validation, not of round trips.
             sender = threading.Thread(
                 target=_sender,
-                args=(weakref.ref(self), self._generation),
+                args=(weakref.ref(self), self._generation, self.token),
                 name="humanloop-feedback-send",
                 daemon=True,
             )
             start_without_signals(sender)
             self._sender = sender
-            self.sender_id = sender.ident
-            self.own_threads.add(sender.ident)
         return True
 
     def _help_locked(self, generation: int) -> None:
@@ -300,7 +308,7 @@ class _Engine:
             return
         thread = threading.Thread(
             target=_helper,
-            args=(weakref.ref(self), generation),
+            args=(weakref.ref(self), generation, self.token),
             name="humanloop-feedback-flush",
             daemon=True,
         )
@@ -309,7 +317,6 @@ class _Engine:
         except RuntimeError:  # at interpreter shutdown: the first thread carries on alone
             return
         self._helpers += 1
-        self.own_threads.add(thread.ident)
 
     def _due_locked(self) -> bool:
         """Whether a batch should go now rather than wait to fill.
@@ -419,7 +426,6 @@ class _Engine:
             ):
                 return self._take_locked(generation)
             self._helpers -= 1
-            self.own_threads.discard(threading.get_ident())
             self._cond.notify_all()
             return None
 
@@ -1132,7 +1138,7 @@ class _Engine:
     # -- flush, close, stats --------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        if threading.get_ident() in self.own_threads:
+        if own.token is self.token:
             return False  # called from on_error on the flush thread: waiting would deadlock
         end = time.monotonic() + timeout
         with self._cond:
@@ -1290,13 +1296,14 @@ def _probe_indices(n: int) -> list[int]:
     return sorted({n // 2, n // 4, (3 * n) // 4})[:_PROBES] if n > 1 else [0]
 
 
-def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _worker(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """The flush thread's loop. It holds the engine only while working on it, or closing it.
 
     A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
     the engine alive until everything is sent or given up on, so nothing vanishes with it.
     """
     keep: Optional[_Engine] = None
+    own.token = token
     while True:
         engine = ref()
         if engine is None:
@@ -1312,8 +1319,9 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
         del engine
 
 
-def _helper(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _helper(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """A flush thread beside the first: sends batches of a backlog until none is due."""
+    own.token = token
     while True:
         engine = ref()
         if engine is None:
@@ -1368,8 +1376,9 @@ class _Send:
         return isinstance(error, APIError) and _suspect(error) and attempts >= self._suspect_after
 
 
-def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _sender(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """The sending thread's loop, with a spool: from disk to Humanloop."""
+    own.token = token
     while True:
         engine = ref()
         if engine is None:
@@ -1438,8 +1447,10 @@ class FeedbackShipper:
 
     @property
     def thread_id(self) -> Optional[int]:
-        """The flush thread's ident: records logged on it are the shipper's own, never feedback."""
-        return self._engine.thread_id
+        """The ident of the flush thread, the running one or else the last; None before the first
+        record. (Only to find the thread: once it has ended, a new thread may have its ident.)"""
+        thread = self._engine._thread
+        return None if thread is None else thread.ident
 
     def flush(self, timeout: float = 5.0) -> bool:
         """True once everything queued before the call is sent or given up on."""

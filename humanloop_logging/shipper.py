@@ -869,10 +869,6 @@ class _Engine:
             or now - self._last_send >= self._flush_interval
         )
 
-    def _send_due(self) -> bool:
-        with self._lock:
-            return self._send_due_locked(time.monotonic())
-
     def _spool_wait_locked(self, now: float) -> float:
         """The sender's wait: until a batch is due by age or after an outage (the writer and
         flush() wake it sooner)."""

@@ -1,68 +1,67 @@
 """What the structlog processor tells the stdlib handler, so one event is never sent twice.
 
-When structlog routes an event on to stdlib logging (``render_to_log_kwargs`` or
+When structlog hands an event on to stdlib logging (``render_to_log_kwargs`` or
 ``ProcessorFormatter.wrap_for_formatter``), the processor has already shipped it, and the record
-that stdlib logging makes of it carries the very same ``data_id`` and ``type`` objects. The
-processor notes those objects (with its engine and the time of the call); a handler of the same
-engine that meets a record with the same objects, created within ``WINDOW`` seconds after that
-call, skips it and uses the note up. The note is shared by all threads, because a
-``QueueHandler`` may hand the record to a ``QueueListener`` thread. Identity rather than equality,
-and the time window, keep an unrelated record with equal values from being skipped.
+that stdlib logging makes of it carries the event's values: as attributes, or in the dict that is
+its ``msg``. So the processor marks the event itself: its ``data_id`` (or, when that is not a
+string, its ``type``) becomes an equal string, a ``Shipped``, that names the engines that shipped
+it. A handler of one of those engines skips a record that carries it.
+
+The mark lives and dies with the event. An event that a later processor drops, or that stdlib's
+level discards, leaves nothing behind to hide a later record; a record copied by a
+``QueueHandler`` and handled on a ``QueueListener`` thread still carries it. A string rather
+than a key of its own, because renderers show every key of an event (``JSONRenderer``,
+``ConsoleRenderer``, a stdlib formatter that prints extras), and show an equal string as the
+string it equals.
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import MutableMapping
 from typing import Any
 
-#: How long after the processor's call the stdlib record may have been created.
-WINDOW = 1.0
-#: Notes kept at most; the oldest go first (an event that never reached a handler).
-MAX_NOTES = 4096
+
+class Shipped(str):
+    """A string equal to an event's own, marking the event as shipped by the engines in ``by``.
+
+    Copies are the mark itself, as a string's are; a pickle is the plain string, since an engine
+    is only ever one process's.
+    """
+
+    by: tuple[object, ...]
+
+    def __copy__(self) -> Shipped:
+        return self
+
+    def __deepcopy__(self, _memo: object) -> Shipped:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, (str.__str__(self),))
 
 
-class _State:
-    #: False until a processor first hands an event on to stdlib logging: until then the handler
-    #: skips the look-up altogether.
-    used = False
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
-state = _State()
-# (id(data_id), id(type), id(engine)) -> [data_id, type, engine, time of the last call, count]
-_notes: dict[tuple[int, int, int], list[Any]] = {}
-
-
-def reset_after_fork() -> None:
-    """A forked child's lock may have been held by a parent thread at fork time."""
-    state.lock = threading.Lock()
-
-
-def remember(data_id: Any, type_: Any, engine: object, when: float) -> None:
-    key = (id(data_id), id(type_), id(engine))
-    with state.lock:
-        state.used = True
-        note = _notes.pop(key, None)
-        if note is None or note[0] is not data_id or note[1] is not type_:
-            note = [data_id, type_, engine, when, 0]
-        note[3] = when
-        note[4] += 1
-        _notes[key] = note  # re-inserted: the dict's order is the age of the last call
-        while len(_notes) > MAX_NOTES:
-            del _notes[next(iter(_notes))]
+def mark(event_dict: MutableMapping[str, Any], keys: tuple[str, str], engine: object) -> None:
+    """Mark the event as shipped by ``engine`` (an engine's ``mark``), on its first string field
+    of ``keys`` (data_id's and type's names). An event with neither is refused wherever it goes,
+    so it needs no mark."""
+    for key in keys:
+        value = event_dict[key]
+        cls = value.__class__
+        if cls is Shipped:
+            by = (*value.by, engine)
+        elif cls is str:
+            by = (engine,)
+        else:
+            continue
+        marked = Shipped(value)
+        marked.by = by
+        event_dict[key] = marked
+        return
 
 
-def already_shipped(data_id: Any, type_: Any, engine: object, created: float) -> bool:
-    key = (id(data_id), id(type_), id(engine))
-    with state.lock:
-        note = _notes.get(key)
-        if note is None or note[0] is not data_id or note[1] is not type_:
-            return False
-        if not -0.1 <= created - note[3] <= WINDOW:
-            return False
-        note[4] -= 1
-        if note[4] <= 0:
-            del _notes[key]
-        return True
+def shipped(data_id: Any, type_: Any, engine: object) -> bool:
+    """Whether a record with these fields is an event that ``engine`` has already shipped."""
+    for value in (data_id, type_):
+        if value.__class__ is Shipped:
+            return engine in value.by
+    return False

@@ -212,6 +212,10 @@ def _check_api_key(value: object) -> str:
             "looks like a URL: pass the key as api_key and the URL as base_url "
             "(FeedbackHandler(api_key, base_url), or by keyword)"
         )
+    if any(ord(char) > 0xFF for char in key):
+        # http.client writes a header as Latin-1. Refused now: at the first send, the encoding
+        # error would repeat the key in its repr.
+        raise ValueError("has characters an HTTP header cannot carry (beyond Latin-1)")
     return key
 
 

@@ -99,10 +99,6 @@ class Window:
         with self._cond:
             self._cond.notify_all()
 
-    def reset(self) -> None:
-        """In a forked child: the parent's requests in flight are not this process's."""
-        self.__init__(self.maximum)  # type: ignore[misc]
-
 
 class Turns:
     """Which batch may send now, so that records about one ``data_id`` keep their order.

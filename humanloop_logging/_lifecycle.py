@@ -34,7 +34,7 @@ import threading
 import weakref
 from typing import Any, Protocol
 
-from . import _bridge, _report, signals
+from . import _report, signals
 
 
 class Drainable(Protocol):
@@ -187,7 +187,6 @@ def _after_fork_in_child() -> None:
     state.lock = threading.Lock()  # the parent's may have been held at fork time
     state.exiting = False
     state.sigterm_warned = False  # each worker process is told once
-    _bridge.reset_after_fork()
     for engine in list(state.engines):
         engine.after_fork_in_child()
 

@@ -1,11 +1,15 @@
-"""The durable spool: validated feedback in a SQLite file until the service has answered for it.
+"""The durable spool: feedback in a SQLite file until the service has answered for it.
 
 One ``Spool`` per shipper and process, used by one thread at a time (the flush thread, or the
 main thread at exit, or the CLI), never on a caller's logging path. Several processes may share
 one file (gunicorn workers, a new worker beside a dying one, Celery children)::
 
-    records(id, data_id, body, created, owner)   body: the JSON bytes exactly as sent
+    records(id, data_id, body, created, owner)   body: the record, as JSON text (see Row)
     owners(token, pid, host, pidns, heartbeat)   one row per live process using the file
+
+A row holds a record as the application's call captured it, not the request body: writing the
+captured fields is one ``json`` call for a whole burst, and validation waits until the record is
+sent (so a record that is refused is refused then, and reported by the process that sends it).
 
 **Ownership is a lease.** Each process has a random token; the rows it writes are its own, and it
 refreshes its heartbeat on ``heartbeat()`` and with writes (at most once a second). An owner is dead when its heartbeat
@@ -110,7 +114,10 @@ T = TypeVar("T")
 
 
 class Row(NamedTuple):
-    """One spooled record: ``body`` is the JSON object exactly as it is sent."""
+    """One spooled record. ``body`` is JSON text: as a rule the captured record, a JSON array of
+    its fields (data_id, type, value, user, created_at, unset, time of the call), not validated
+    yet; for a record with a field that is not plain JSON (a ``datetime``), its request body, a
+    JSON object, validated before it was written. ``created`` is the time of the call."""
 
     id: int
     data_id: str

@@ -40,6 +40,21 @@ __all__ = [
 class HumanloopLoggingError(Exception):
     """Base of every error this library reports."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__: the subclasses' signatures differ from their args,
+        # and an error handed to on_error may be sent to another process (a multiprocessing
+        # queue, a Celery result), or copied.
+        return (_rebuild, (type(self), self.args), self._state())
+
+    def _state(self) -> dict[str, Any]:
+        """The attributes a copy gets: everything set on this error."""
+        return dict(self.__dict__)
+
+
+def _rebuild(cls: type[HumanloopLoggingError], args: tuple[Any, ...]) -> HumanloopLoggingError:
+    """An error of ``cls`` with ``args``, its attributes still to be set by unpickling."""
+    return cls.__new__(cls, *args)
+
 
 class ConfigurationError(HumanloopLoggingError, ValueError):
     """A setting is missing or invalid; raised once, when a handler or shipper is built."""
@@ -109,13 +124,6 @@ class SpoolError(HumanloopLoggingError):
     def __str__(self) -> str:
         return f"feedback spool {self.path}: {self.reason}"
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_spool_error, (self.path, self.reason, self.moved_to))
-
-
-def _rebuild_spool_error(path: str, reason: str, moved_to: str | None) -> SpoolError:
-    return SpoolError(path, reason, moved_to=moved_to)
-
 
 class DeliveryError(HumanloopLoggingError):
     """Records that were given up on; ``records`` holds their request bodies.
@@ -175,13 +183,9 @@ class DeliveryError(HumanloopLoggingError):
             return self._count or 0
         return max(self._count or 0, len(self._records))
 
-    def __reduce__(self) -> str | tuple[Any, ...]:
+    def _state(self) -> dict[str, Any]:
         # The records as read, without their reader: it holds the shipper, which does not pickle.
-        return (
-            type(self),
-            self.args,
-            {**self.__dict__, "_records": self.records, "_read_records": None},
-        )
+        return {**self.__dict__, "_records": self.records, "_read_records": None}
 
     def __str__(self) -> str:
         count = self.count

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from threading import get_ident
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _bridge
+from ._bridge import Shipped, shipped
 from ._config import SettingsArgs, resolve_fields, takes_settings
 from ._record import freeze
-from .shipper import FeedbackShipper, FeedbackStats, attach
+from .shipper import FeedbackShipper, FeedbackStats, attach, own
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -63,7 +62,7 @@ class FeedbackHandler(logging.Handler):
         (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
             resolve_fields(fields)
         )
-        self._engine = shipper._engine
+        self._token = shipper._engine.token
         self._submit = shipper.submit
 
     def __repr__(self) -> str:
@@ -90,11 +89,11 @@ class FeedbackHandler(logging.Handler):
             data_id = source[self._data_id]
             type_ = source[self._type]
             # The shipper's own threads' records (an on_error callback logging feedback) would loop.
-            engine = self._engine
-            if get_ident() in engine.own_threads or (
-                _bridge.state.used
-                and _bridge.already_shipped(data_id, type_, self._engine, record.created)
-            ):
+            token = self._token
+            if own.token is token or (
+                (data_id.__class__ is Shipped or type_.__class__ is Shipped)
+                and shipped(data_id, type_, token)
+            ):  # (a structlog event its FeedbackProcessor already shipped)
                 return False
             get = source.get
             value = get(self._value)

@@ -1,7 +1,9 @@
 """``FeedbackProcessor``: a structlog processor that turns tagged events into feedback.
 
 An event dict carrying ``data_id`` and ``type`` is captured and handed to the shipper; the event
-itself continues down the chain unchanged (or is dropped, with ``drop=True``).
+itself continues down the chain unchanged (or is dropped, with ``drop=True``), but for a mark
+when its logger is a stdlib one: an equal string in place of its ``data_id``, by which a
+``FeedbackHandler`` knows the event is already shipped (see ``_bridge``).
 """
 
 from __future__ import annotations
@@ -22,19 +24,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 __all__ = ["FeedbackProcessor"]
-
-#: structlog's method names as stdlib levels, to tell whether stdlib logging will drop the event.
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "msg": logging.INFO,
-    "warning": logging.WARNING,
-    "warn": logging.WARNING,
-    "error": logging.ERROR,
-    "exception": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "fatal": logging.CRITICAL,
-}
 
 
 class FeedbackProcessor:
@@ -74,13 +63,11 @@ class FeedbackProcessor:
             return event_dict
         now = time.time()
         try:
-            data_id = event_dict[self._data_id]
-            type_ = event_dict[self._type]
             get = event_dict.get
             self._submit(
                 (
-                    data_id,
-                    type_,
+                    event_dict[self._data_id],
+                    event_dict[self._type],
                     freeze(get(self._value)),
                     get(self._user),
                     get(self._created_at),
@@ -88,12 +75,9 @@ class FeedbackProcessor:
                     now,
                 )
             )
-            if (
-                not self._drop
-                and isinstance(logger, logging.Logger)
-                and logger.isEnabledFor(_LEVELS.get(method_name, logging.CRITICAL))
-            ):  # on its way to stdlib logging, where a FeedbackHandler may meet it again
-                _bridge.remember(data_id, type_, self._engine, now)
+            if not self._drop and isinstance(logger, logging.Logger):
+                # Maybe on its way to stdlib logging, where a FeedbackHandler may meet it again.
+                _bridge.mark(event_dict, (self._data_id, self._type), self._engine.token)
         except Exception as exc:
             self.shipper.report_internal(exc, now)
         if self._drop:

@@ -111,6 +111,22 @@ class FeedbackStats:
     replayed: int = 0
 
 
+class _OwnThread(threading.local):
+    """Which engine the running thread works for; set by the engine's thread loops themselves.
+
+    Feedback logged on one of them (by an ``on_error`` callback) is the engine's own, and must not
+    be sent (it could loop), nor may ``flush()`` wait there for the thread itself. A thread-local
+    rather than a set of thread idents: an ident is reused once its thread ends, so an
+    application thread started after a close could pass for one of ours.
+    """
+
+    token: Optional[object] = None  # an engine's ``token``; None on every other thread
+
+
+#: ``own.token is engine.token`` on the engine's flush and send threads, and nowhere else.
+own = _OwnThread()
+
+
 class _Engine:
     """The queue, the counters and the flush thread's loop; shared by handler and processor.
 
@@ -137,6 +153,9 @@ class _Engine:
         self._max_queue_size = settings.max_queue_size
         self._flush_interval = settings.flush_interval
         self._default_user = settings.default_user
+        #: Stands for this engine where the engine itself must not be kept alive: on the events
+        #: its processors shipped (see ``_bridge``), and on its own threads (see ``own``).
+        self.token = object()
         self._blocking = settings.blocking
         self._spool: Optional[Spool] = None
         if settings.spool_path is not None:
@@ -193,11 +212,7 @@ class _Engine:
         #: True while no flush thread runs; read without the lock on the caller's path.
         self._idle = True
         self._generation = 0  # of the flush thread: an older one that outlived a close ends
-        self.thread_id: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
-        #: Every thread that sends: feedback logged on one of them is the shipper's own.
-        self.own_threads: set[Optional[int]] = set()
-        self.sender_id: Optional[int] = None  # with a spool, the thread that sends
         self._sender: Optional[threading.Thread] = None
 
     def exit_timeout(self) -> float:
@@ -276,7 +291,7 @@ class _Engine:
         self._generation += 1
         thread = threading.Thread(
             target=_worker,
-            args=(weakref.ref(self), self._generation),
+            args=(weakref.ref(self), self._generation, self.token),
             name="humanloop-feedback-flush",
             daemon=True,
         )
@@ -286,21 +301,17 @@ class _Engine:
             return False
         self._idle = False
         self._thread = thread
-        self.thread_id = thread.ident
-        self.own_threads.add(thread.ident)
         if self._spool is not None:
             # Sending has a thread of its own, so that a slow service never holds up the writes
             # to disk: a burst goes to disk at the speed of validation, not of round trips.
             sender = threading.Thread(
                 target=_sender,
-                args=(weakref.ref(self), self._generation),
+                args=(weakref.ref(self), self._generation, self.token),
                 name="humanloop-feedback-send",
                 daemon=True,
             )
             start_without_signals(sender)
             self._sender = sender
-            self.sender_id = sender.ident
-            self.own_threads.add(sender.ident)
         return True
 
     def _help_locked(self, generation: int) -> None:
@@ -311,7 +322,7 @@ class _Engine:
             return
         thread = threading.Thread(
             target=_helper,
-            args=(weakref.ref(self), generation),
+            args=(weakref.ref(self), generation, self.token),
             name="humanloop-feedback-flush",
             daemon=True,
         )
@@ -320,7 +331,6 @@ class _Engine:
         except RuntimeError:  # at interpreter shutdown: the first thread carries on alone
             return
         self._helpers += 1
-        self.own_threads.add(thread.ident)
 
     def _due_locked(self) -> bool:
         """Whether a batch should go now rather than wait to fill.
@@ -436,7 +446,6 @@ class _Engine:
             ):
                 return self._take_locked(generation)
             self._helpers -= 1
-            self.own_threads.discard(threading.get_ident())
             self._cond.notify_all()
             return None
 
@@ -828,10 +837,6 @@ class _Engine:
             or now - self._last_send >= self._flush_interval
         )
 
-    def _send_due(self) -> bool:
-        with self._lock:
-            return self._send_due_locked(time.monotonic())
-
     def _spool_wait_locked(self, now: float) -> float:
         """The sender's wait: until a batch is due by age or after an outage (the writer and
         flush() wake it sooner)."""
@@ -1117,7 +1122,7 @@ class _Engine:
     # -- flush, close, stats --------------------------------------------------------------------
 
     def flush(self, timeout: float) -> bool:
-        if threading.get_ident() in self.own_threads:
+        if own.token is self.token:
             return False  # called from on_error on the flush thread: waiting would deadlock
         end = time.monotonic() + timeout
         with self._cond:
@@ -1259,12 +1264,13 @@ def _poisoned() -> DeliveryError:
     )
 
 
-def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _worker(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """The flush thread's loop. It holds the engine only while working on it, or closing it.
 
     A shipper dropped without close() is closed by its finalizer; from then on the thread keeps
     the engine alive until everything is sent or given up on, so nothing vanishes with it.
     """
+    own.token = token
     first = ref()
     if first is not None and first._spool is None:  # with a spool, what is queued is on disk
         _lifecycle.warn_if_sigterm_will_lose_feedback()
@@ -1285,8 +1291,9 @@ def _worker(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
         del engine
 
 
-def _helper(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _helper(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """A flush thread beside the first: sends batches of a backlog until none is due."""
+    own.token = token
     while True:
         engine = ref()
         if engine is None:
@@ -1345,8 +1352,9 @@ class _Send:
         )
 
 
-def _sender(ref: weakref.ReferenceType[_Engine], generation: int) -> None:
+def _sender(ref: weakref.ReferenceType[_Engine], generation: int, token: object) -> None:
     """The sending thread's loop, with a spool: from disk to Humanloop."""
+    own.token = token
     while True:
         engine = ref()
         if engine is None:
@@ -1415,8 +1423,10 @@ class FeedbackShipper:
 
     @property
     def thread_id(self) -> Optional[int]:
-        """The flush thread's ident: records logged on it are the shipper's own, never feedback."""
-        return self._engine.thread_id
+        """The ident of the flush thread, the running one or else the last; None before the first
+        record. (Only to find the thread: once it has ended, a new thread may have its ident.)"""
+        thread = self._engine._thread
+        return None if thread is None else thread.ident
 
     def flush(self, timeout: float = 5.0) -> bool:
         """True once everything queued before the call is sent or given up on."""

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import random
+import re
 import socket
 import ssl
 import threading
@@ -100,6 +101,53 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), 24 * 3600.0)
+
+
+#: How JSON may write a character with a short escape of its own (``/`` is optional, but some
+#: servers escape it).
+_JSON_SHORT = {
+    '"': b'\\"',
+    "\\": b"\\\\",
+    "/": b"\\/",
+    "\b": b"\\b",
+    "\f": b"\\f",
+    "\n": b"\\n",
+    "\r": b"\\r",
+    "\t": b"\\t",
+}
+
+
+def _hex(number: int, width: int) -> bytes:
+    """A pattern for ``number`` in hexadecimal, in upper or lower case."""
+    digits = f"{number:0{width}x}"
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in digits).encode("ascii")
+
+
+def _spellings(char: str) -> list[bytes]:
+    """Patterns for one character of the key as a server may echo it: as sent (latin-1, as the
+    header goes out) or as UTF-8; JSON-escaped; percent-encoded."""
+    utf8 = char.encode("utf-8", "surrogatepass")
+    code = ord(char)
+    units = (
+        [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
+    )
+    found = [b"".join(b"\\\\u" + _hex(unit, 4) for unit in units)]
+    if char in _JSON_SHORT:
+        found.append(re.escape(_JSON_SHORT[char]))
+    found.append(b"".join(b"%" + _hex(byte, 2) for byte in utf8))
+    if char == " ":
+        found.append(b"\\+")
+    found.append(re.escape(utf8))
+    if 0x80 <= code <= 0xFF:
+        found.append(re.escape(bytes([code])))
+    return found
+
+
+def key_pattern(key: str) -> re.Pattern[bytes]:
+    """What finds ``key`` in an answer, however it is spelt there, even one character one way and
+    the next another: a server or proxy echoing the request may have JSON-escaped it (a quote,
+    a backslash, anything non-ASCII) or percent-encoded it (in a URL, a form)."""
+    return re.compile(b"".join(b"(?:" + b"|".join(_spellings(char)) + b")" for char in key))
 
 
 def _message(body: bytes) -> str:
@@ -361,6 +409,7 @@ class HTTPTransport:
         connections: int = 10,
     ) -> None:
         self._api_key = api_key
+        self._key = key_pattern(api_key)
         self.url = url
         self.timeout = timeout
         self.max_retry_time = max_retry_time
@@ -503,7 +552,7 @@ class HTTPTransport:
         self, status: int, content: bytes, headers: Mapping[str, str], records: Sequence[Any]
     ) -> None:
         # A misbehaving proxy may echo the request, headers and all: never repeat the key.
-        content = content.replace(self._api_key.encode("utf-8"), b"[redacted]")
+        content = self._key.sub(b"[redacted]", content)
         message = _message(content)
         target = self._target
         if status in (401, 403):
@@ -524,7 +573,7 @@ class HTTPTransport:
             location = where(headers.get("Location") or "") or "an address it did not give"
             text = (
                 f"POST {target.where} was redirected (HTTP {status}) to "
-                f"{location.replace(self._api_key, '[redacted]')}: redirects are not followed, so "
+                f"{self._redact_header(location)}: redirects are not followed, so "
                 "that the API key goes nowhere else; set base_url to the address the service "
                 "names"
             )
@@ -546,6 +595,15 @@ class HTTPTransport:
             url=target.where,
             text=text,
         )
+
+    def _redact_header(self, text: str) -> str:
+        """``text`` from a header without the key: http.client read the header as latin-1, so
+        its bytes are the server's again as latin-1."""
+        try:
+            raw = text.encode("latin-1")
+        except UnicodeEncodeError:
+            return self._key.sub(b"[redacted]", text.encode("utf-8", "replace")).decode("utf-8")
+        return self._key.sub(b"[redacted]", raw).decode("latin-1")
 
     # -- with retries -------------------------------------------------------------------------
 

@@ -337,6 +337,26 @@ def test_swapped_key_and_url_are_refused_without_showing_the_key(adapter: Any) -
     assert key not in str(raised.value)
 
 
+@pytest.mark.parametrize("source", ["argument", "environment"])
+def test_a_key_no_http_header_can_carry_is_refused_without_showing_it(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key with characters beyond Latin-1 can never be sent as a header: it is refused at
+    construction, not reported at the first send in an error that repeats it."""
+    key = "hl-ключ-0123"
+    given: dict[str, Any] = {"api_key": key}
+    if source == "environment":
+        monkeypatch.setenv("HUMANLOOP_API_KEY", key)
+        given = {}
+    with pytest.raises(ConfigurationError) as raised:
+        FeedbackShipper(**given)
+    chain = [raised.value, raised.value.__cause__, raised.value.__context__]
+    said = " ".join(f"{error!r} {error.args!r}" for error in chain if error is not None)
+    assert "ключ" not in said
+    assert "api_key" in said
+    assert ("HUMANLOOP_API_KEY" in said) is (source == "environment")
+
+
 @pytest.mark.parametrize(
     "base_url",
     [

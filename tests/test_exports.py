@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
+import pickle
 import pkgutil
+import threading
 import types
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import humanloop_logging
+from humanloop_logging import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    FeedbackValidationError,
+    HumanloopLoggingError,
+    QueueFullError,
+    SpoolError,
+    TransportError,
+    UnprocessableEntityError,
+)
 
 #: Public modules imported on their own (``import humanloop_logging.testing``), not re-exported.
 STANDALONE = {
@@ -74,3 +91,127 @@ def test_version_is_a_string() -> None:
     """__version__ is exported and is a non-empty string."""
     assert isinstance(humanloop_logging.__version__, str)
     assert humanloop_logging.__version__
+
+
+# -- errors cross process boundaries ------------------------------------------------------------
+
+URL = "https://api.humanloop.com/v4/feedback"
+RECORD = {"data_id": "dp-1", "type": "rating", "value": "good"}
+
+
+def given_up_at_close() -> DeliveryError:
+    """As a close builds it: records read on first use, by a reader that holds the shipper (here a
+    lock, which does not pickle either)."""
+    lock = threading.Lock()
+
+    def read() -> list[dict[str, Any]]:
+        with lock:
+            return [RECORD, {**RECORD, "data_id": "dp-2"}]
+
+    return DeliveryError(
+        "the close deadline passed", count=2, category="closing", read_records=read
+    )
+
+
+def retrying_503() -> APIError:
+    error = APIError(503, "Service Unavailable", [RECORD], retryable=True, retry_after=7.5, url=URL)
+    error.retry_for = 30.0
+    return error
+
+
+#: Each exported exception as the library builds it, with every attribute it can carry set.
+EXAMPLES: dict[str, Callable[[], HumanloopLoggingError]] = {
+    "HumanloopLoggingError": lambda: HumanloopLoggingError("flush thread error"),
+    "ConfigurationError": lambda: ConfigurationError("batch_size must be positive"),
+    "FeedbackValidationError": lambda: FeedbackValidationError(
+        "type", "is missing", {"data_id": "dp-1", "value": "good"}
+    ),
+    "QueueFullError": lambda: QueueFullError(12, 10_000),
+    "SpoolError": lambda: SpoolError(
+        "/var/spool/feedback.db", "the file is corrupt", moved_to="/var/spool/feedback.db.bad"
+    ),
+    "DeliveryError": given_up_at_close,
+    "TransportError": lambda: TransportError(
+        f"connection refused by POST {URL}", [RECORD], category="refused", url=URL
+    ),
+    "APIError": retrying_503,
+    "AuthenticationError": lambda: AuthenticationError(
+        401,
+        "Invalid API key",
+        [RECORD],
+        url=URL,
+        text=f"Humanloop refused the API key (HTTP 401 from POST {URL}: Invalid API key)",
+    ),
+    "UnprocessableEntityError": lambda: UnprocessableEntityError(
+        "Humanloop rejected feedback for data_id='dp-1'",
+        [{"loc": ["body", 0, "type"], "msg": "field required", "type": "value_error.missing"}],
+        [(RECORD, ["type: field required"])],
+        url=URL,
+    ),
+}
+
+#: Everything an error may carry for on_error to act on.
+ATTRIBUTES = (
+    "args",
+    "field",
+    "reason",
+    "record",
+    "dropped",
+    "max_queue_size",
+    "path",
+    "moved_to",
+    "message",
+    "records",
+    "count",
+    "category",
+    "url",
+    "retryable",
+    "retry_after",
+    "retry_for",
+    "status",
+    "detail",
+    "details",
+    "rejected",
+)
+
+
+def exported_exceptions() -> list[str]:
+    return sorted(
+        name
+        for name in humanloop_logging.__all__
+        if inspect.isclass(getattr(humanloop_logging, name))
+        and issubclass(getattr(humanloop_logging, name), BaseException)
+    )
+
+
+def described(error: BaseException) -> dict[str, Any]:
+    """What an error says and carries, to compare a copy with its original."""
+    seen = {name: getattr(error, name) for name in ATTRIBUTES if hasattr(error, name)}
+    return {"type": type(error), "str": str(error), "repr": repr(error), **seen}
+
+
+def test_every_exported_exception_has_an_example() -> None:
+    """The pickling tests below cover every exception the package exports."""
+    assert sorted(EXAMPLES) == exported_exceptions()
+    for name, make in EXAMPLES.items():
+        assert type(make()) is getattr(humanloop_logging, name)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_exceptions_survive_pickling(name: str, protocol: int) -> None:
+    """An error handed to on_error can be sent to another process (a multiprocessing queue, a
+    Celery result) and arrives saying and carrying the same."""
+    error = EXAMPLES[name]()
+    expected = described(error)
+    restored = pickle.loads(pickle.dumps(error, protocol))
+    assert described(restored) == expected
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_exceptions_can_be_copied(name: str) -> None:
+    """copy.copy and copy.deepcopy of an error give an equal error."""
+    error = EXAMPLES[name]()
+    expected = described(error)
+    assert described(copy.copy(error)) == expected
+    assert described(copy.deepcopy(error)) == expected

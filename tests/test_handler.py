@@ -6,6 +6,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -207,6 +208,53 @@ def test_records_logged_from_the_flush_thread_are_not_sent(rigs: Rigs) -> None:
     assert rigs.fake.requests == []
     stats = handler.stats()
     assert (stats.enqueued, stats.rejected, stats.pending) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["in-memory", "spool"])
+def test_a_flush_from_on_error_returns_at_once(rigs: Rigs, tmp_path: Path, spooled: bool) -> None:
+    """on_error runs on the thread that sends (with a spool, the send thread), which is known as
+    the shipper's own there: a flush() there returns False at once instead of waiting for the
+    very thread it runs on."""
+    flushed: list[bool] = []
+    handlers: list[FeedbackHandler] = []
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        flushed.append(handlers[0].flush(5.0))
+
+    spool = {"spool_path": str(tmp_path / "feedback.db")} if spooled else {}
+    logger, handler = rigs.handler(on_error=on_error, **spool)
+    handlers.append(handler)
+    rigs.fake.fail_next(1, 400)
+    feedback(logger, "dp-1")
+
+    assert handler.flush(3.0)  # not held up by a callback waiting 5 s
+    assert flushed == [False]
+    assert handler.stats().failed == 1
+
+
+def test_feedback_from_threads_started_after_a_close_is_sent(rigs: Rigs) -> None:
+    """A thread ident is reused once its thread ends: an application thread started after a
+    close may get the ident the flush thread had, and its feedback is still the application's."""
+    logger, handler = rigs.handler()
+    feedback(logger, "dp-main")
+    handler.close()
+    for index in range(5):
+        thread = threading.Thread(target=feedback, args=(logger, f"dp-{index}"))
+        thread.start()
+        thread.join()
+        handler.close()
+
+    assert sorted(item["data_id"] for item in rigs.fake.received) == [
+        "dp-0",
+        "dp-1",
+        "dp-2",
+        "dp-3",
+        "dp-4",
+        "dp-main",
+    ]
+    stats = handler.stats()
+    assert (stats.enqueued, stats.sent) == (6, 6)
+    assert_consistent(stats)
 
 
 # -- sharing, flushing, closing -----------------------------------------------------------------

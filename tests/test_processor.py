@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import logging.handlers
 import queue
@@ -400,6 +401,97 @@ def test_dropped_event_does_not_hide_a_later_stdlib_record(
     assert shipper.flush(5.0)
     assert [item["value"] for item in fake_humanloop.received] == ["a", "b"]
     assert shipper.stats().enqueued == 2
+
+
+def drop_every_event(_logger: WrappedLogger, _method: str, _event: EventDict) -> EventDict:
+    """A processor after FeedbackProcessor that ends every event (a sampler, a filter)."""
+    raise structlog.DropEvent
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_event_dropped_by_a_later_processor_does_not_hide_a_later_stdlib_record(
+    fake_humanloop: FakeHumanloop,
+    shipper: FeedbackShipper,
+    stdlib_logger: logging.Logger,
+    route: Route,
+) -> None:
+    """An event a later processor drops never reaches stdlib: a stdlib record right after it, with
+    the same data_id and type objects, is a call of its own and is sent."""
+    stdlib_logger.addHandler(FeedbackHandler(shipper=shipper))
+    use_structlog_stdlib([FeedbackProcessor(shipper=shipper), drop_every_event, route])
+    data_id, type_ = "dp-1", "rating"
+
+    structlog.get_logger(stdlib_logger.name).info("x", data_id=data_id, type=type_, value="a")
+    stdlib_logger.info("y", extra={"data_id": data_id, "type": type_, "value": "b"})
+
+    assert shipper.flush(5.0)
+    assert [item["value"] for item in fake_humanloop.received] == ["a", "b"]
+    assert shipper.stats().enqueued == 2
+
+
+class Lines(logging.Handler):
+    """Keeps what its formatter makes of each record."""
+
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class Extras(logging.Formatter):
+    """Prints a record's extra attributes as JSON, as JSON formatters for stdlib logging do."""
+
+    STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {key: value for key, value in vars(record).items() if key not in self.STANDARD}
+        return json.dumps({"msg": record.getMessage(), **extras}, default=repr)
+
+
+RENDERINGS: list[Any] = [
+    pytest.param(
+        [structlog.processors.JSONRenderer()], logging.Formatter("%(message)s"), id="JSONRenderer"
+    ),
+    pytest.param(
+        [structlog.dev.ConsoleRenderer(colors=False)],
+        logging.Formatter("%(message)s"),
+        id="ConsoleRenderer",
+    ),
+    pytest.param([structlog.stdlib.render_to_log_kwargs], Extras(), id="render_to_log_kwargs"),
+    pytest.param(
+        [structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        structlog.stdlib.ProcessorFormatter(processor=structlog.processors.JSONRenderer()),
+        id="wrap_for_formatter",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rest", "formatter"), RENDERINGS)
+def test_the_event_renders_as_it_would_without_the_processor(
+    fake_humanloop: FakeHumanloop,
+    shipper: FeedbackShipper,
+    stdlib_logger: logging.Logger,
+    rest: list[Processor],
+    formatter: logging.Formatter,
+) -> None:
+    """Whatever renders the event, structlog or stdlib logging, it shows no trace of the
+    processor: the same text as without it."""
+    lines = Lines(formatter)
+    stdlib_logger.addHandler(lines)
+    log = structlog.get_logger(stdlib_logger.name)
+    with_processor: list[Processor] = [FeedbackProcessor(shipper=shipper), *rest]
+    for processors in (rest, with_processor):
+        use_structlog_stdlib(processors)
+        log.info("thumbs", data_id="dp-1", type="rating", value="good")
+
+    assert shipper.flush(5.0)
+    assert len(fake_humanloop.received) == 1
+    plain, processed = lines.lines
+    assert processed == plain
+    assert "dp-1" in plain
 
 
 def test_event_filtered_out_by_stdlib_level_does_not_hide_a_later_record(

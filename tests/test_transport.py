@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import socket
 import ssl
@@ -12,13 +13,14 @@ import subprocess
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -902,3 +904,106 @@ def test_key_never_appears_in_errors_or_log_lines(
     assert caplog.records
     assert SECRET not in caplog.text
     assert all(SECRET not in repr(record.__dict__) for record in caplog.records)
+
+
+#: Keys with characters that JSON escapes (quote, backslash, non-ASCII) or a URL percent-encodes.
+ODD_KEYS = [
+    pytest.param('sk-"quoted\\back/slash', id="quote-backslash"),
+    pytest.param("hl-clé-Straße-ÿ", id="non-ascii"),
+]
+
+
+def _upper_hex(body: bytes) -> bytes:
+    return re.sub(rb"\\u([0-9a-f]{4})", lambda m: b"\\u" + m.group(1).upper(), body)
+
+
+def _lower_percent(key: str) -> str:
+    return re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(key, safe=""))
+
+
+def _json_echo(key: str, **dumps: Any) -> bytes:
+    return json.dumps({"detail": f"invalid key {key}"}, **dumps).encode()
+
+
+#: Error bodies that hold the key, each spelt as a server or a proxy echoing the request may.
+ECHOES: dict[str, Callable[[str], bytes]] = {
+    "json": _json_echo,
+    "json-utf8": lambda key: _json_echo(key, ensure_ascii=False),
+    "json-escaped-slash": lambda key: _json_echo(key).replace(b"/", b"\\/"),
+    "json-uppercase-hex": lambda key: _upper_hex(_json_echo(key)),
+    "percent": lambda key: f"<p>no such key: {quote(key, safe='')}</p>".encode(),
+    "percent-lowercase": lambda key: f"no such key: {_lower_percent(key)}".encode(),
+    "form": lambda key: f"refused: key={quote_plus(key)}".encode(),
+    "utf-8": lambda key: f"X-API-KEY: {key}".encode(),
+    "latin-1": lambda key: f"X-API-KEY: {key}".encode("latin-1"),
+}
+
+
+def spellings(key: str) -> set[str]:
+    """The key as each echo spells it, as text an error could hold."""
+    spelt = {key, quote(key, safe=""), quote(key), quote_plus(key), _lower_percent(key)}
+    for ascii_only in (True, False):
+        escaped = json.dumps(key, ensure_ascii=ascii_only)[1:-1]
+        spelt |= {escaped, escaped.replace("/", "\\/"), _upper_hex(escaped.encode()).decode()}
+    return spelt
+
+
+def assert_no_spelling_of(key: str, error: BaseException) -> None:
+    for spelling in spellings(key):
+        assert_leaks_nothing(error, spelling)
+        assert spelling not in repr(vars(error)), spelling
+
+
+@pytest.mark.parametrize("echo", sorted(ECHOES))
+@pytest.mark.parametrize("key", ODD_KEYS)
+@pytest.mark.parametrize("status", [401, 400, 503])
+def test_a_key_echoed_in_an_error_body_is_redacted_in_every_spelling(
+    fake_humanloop: FakeHumanloop, status: int, key: str, echo: str
+) -> None:
+    """A key the server puts back in an error body, JSON-escaped or percent-encoded, is in no
+    error; the rest of the server's words are."""
+    fake_humanloop.fail_next(1, status, body=ECHOES[echo](key))
+    transport = make_transport(api_key=key, url=fake_humanloop.url, max_retry_time=0.0)
+    error = send_and_catch(transport)
+
+    assert isinstance(error, APIError)
+    assert error.status == status
+    assert "[redacted]" in str(error)
+    assert_no_spelling_of(key, error)
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+def test_a_key_echoed_in_a_422_is_in_neither_message_nor_details(
+    fake_humanloop: FakeHumanloop, key: str
+) -> None:
+    """pydantic v2 echoes what it refused in ``input``: a key there stays out of the details."""
+    entry = {"loc": ["header", "x-api-key"], "msg": f"bad key {key}", "input": key}
+    fake_humanloop.fail_next(1, 422, body={"detail": [entry]})
+    transport = make_transport(api_key=key, url=fake_humanloop.url, max_retry_time=0.0)
+    error = send_and_catch(transport)
+
+    assert isinstance(error, UnprocessableEntityError)
+    assert error.details == [
+        {"loc": ["header", "x-api-key"], "msg": "bad key [redacted]", "input": "[redacted]"}
+    ]
+    assert_no_spelling_of(key, error)
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+def test_a_key_in_a_redirects_location_is_redacted(key: str) -> None:
+    """A redirect whose address holds the key, percent-encoded, does not show it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    server.status = 307  # type: ignore[attr-defined]
+    server.location = f"http://localhost/v4/{quote(key, safe='')}/feedback"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v4/feedback"
+        error = send_and_catch(make_transport(api_key=key, url=url, max_retry_time=0.0))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert isinstance(error, APIError)
+    assert "http://localhost/v4/[redacted]/feedback" in error.message
+    assert_no_spelling_of(key, error)

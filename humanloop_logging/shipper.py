@@ -18,7 +18,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence, Sized
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
@@ -37,6 +36,7 @@ from ._delivery import (
     suspect,
 )
 from ._flow import Turn, Turns, Window
+from ._ledger import FeedbackStats, Ledger
 from ._record import (
     DATA_ID,
     TIMESTAMP,
@@ -85,30 +85,6 @@ class Transport(Protocol):
         """End the request in flight, if any, by ``deadline`` (monotonic): close() was called."""
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class FeedbackStats:
-    """Counters since the shipper started (or since fork, in a child).
-
-    ``enqueued`` counts every record handed to the shipper, and each one is in exactly one of the
-    other buckets at any moment: ``enqueued + replayed == sent + rejected + dropped + failed +
-    pending``, where ``replayed`` counts what this process took over from the spool and
-    ``spooled <= pending`` what waits there. ``retried`` counts requests sent again after a
-    transient failure.
-    """
-
-    enqueued: int
-    sent: int
-    retried: int
-    rejected: int
-    dropped: int
-    failed: int
-    pending: int
-    #: Of the pending, how many sit in the spool (0 without one).
-    spooled: int = 0
-    #: Records an earlier (or dead) process left in the spool that this one took over.
-    replayed: int = 0
 
 
 class _OwnThread(threading.local):
@@ -184,15 +160,8 @@ class _Engine:
         self._nap = threading.Condition(threading.Lock())  # backoff waits; close() cuts them short
         self._naps_cut = 0
         self._queue: collections.deque[Captured] = collections.deque()
-        self._sent = self._retried = 0
-        self._rejected = self._dropped = self._failed = 0
-        self._taken = 0  # records taken off the queue
-        self._finished = 0  # of those, how many are sent, rejected or failed
-        self._written_off = 0  # of the failed, how many a close gave up on when time ran out
-        self._flush_target = 0
-        self._dropped_reported = 0
-        # The spool's part: own rows on disk, rows taken over, own rows another process evicted.
-        self._spooled = self._adopted = self._evicted = self._evicted_reported = 0
+        self._books = Ledger()  # every count: changed there only, with the lock held
+        self._dropped_reported = self._evicted_reported = 0  # what housekeeping has said
         self._evicting = False  # writes to the spool evict rows: a burst goes on
         self._evicted_at = 0.0  # monotonic: the last write that evicted rows
         self._spool_lock = threading.Lock()  # a spool change and its count change, together
@@ -206,7 +175,6 @@ class _Engine:
         self._closing = False
         self._deadline = math.inf  # monotonic; brought forward by close()
         self._auth_failed = False
-        self._epoch = 0  # bumped when close() writes off a send that overran its deadline
         self._outage = False  # the last isolation found everything failing; cleared by a success
         self._unreported: list[DeliveryError] = []  # written off, to be reported outside the lock
         #: True while no flush thread runs; read without the lock on the caller's path.
@@ -238,8 +206,7 @@ class _Engine:
 
     def _submit_blocking(self, item: Captured) -> None:
         with self._lock:
-            self._taken += 1
-            epoch = self._epoch
+            epoch = self._books.take(1)
             turn = self._turns.register(_data_ids([item]))
         self.process([item], epoch, turn)
 
@@ -266,12 +233,12 @@ class _Engine:
         """
         queue = self._queue
         return len(queue) >= self._max_batch or bool(
-            queue and (self._closing or self._taken < self._flush_target)
+            queue and (self._closing or self._books.flushing)
         )
 
     def _drop(self) -> None:
         with self._lock:
-            self._dropped += 1
+            self._books.drop()
 
     def _wake(self) -> None:
         """Start the flush thread for what was just queued; at exit, send it on this thread."""
@@ -343,7 +310,7 @@ class _Engine:
         return (
             len(self._queue) >= self._full_locked()
             or self._closing
-            or self._taken < self._flush_target
+            or self._books.flushing
         )
 
     def _full_locked(self) -> int:
@@ -358,12 +325,12 @@ class _Engine:
         count = len(queue)
         take = min(count, self._max_batch if count > self._batch_size else self._batch_size)
         batch = [queue.popleft() for _ in range(take)]
-        self._taken += take
+        epoch = self._books.take(take)
         turn = self._turns.register(_data_ids(batch))
         if self._backlog_locked():
             self._help_locked(generation)
         self._notify_at = self._max_batch  # from now on a kick means a backlog (see _kick)
-        return batch, self._epoch, turn
+        return batch, epoch, turn
 
     def _send_here(self) -> None:
         """Send what is queued on the calling thread, within the deadline (at exit)."""
@@ -374,8 +341,7 @@ class _Engine:
                 if not take:
                     return
                 batch = [queue.popleft() for _ in range(take)]
-                self._taken += take
-                epoch = self._epoch
+                epoch = self._books.take(take)
                 turn = self._turns.register(_data_ids(batch))
             self.process(batch, epoch, turn)
 
@@ -399,7 +365,7 @@ class _Engine:
                     # Their batches are still being sent; at the deadline their requests are cut
                     # off, and each reports its own records, as this thread does.
                     self._cond.wait(self._deadline + _GRACE - now)
-                    return [], self._epoch, None
+                    return [], self._books.epoch, None
                 # Idle is published first, and the queue looked at again after: the caller
                 # appends without the lock and then reads _idle, so a record appended from here
                 # on is either seen below or sees _idle and starts a thread of its own.
@@ -414,13 +380,13 @@ class _Engine:
                 return None
             if not queue:
                 self._nap_locked(self._flush_interval)
-                return [], self._epoch, None
+                return [], self._books.epoch, None
             if not self._due_locked():
                 age = time.time() - queue[0][TIMESTAMP]
                 remaining = min(self._flush_interval - age, self._flush_interval)
                 if remaining > 0:
                     self._nap_locked(remaining)
-                    return [], self._epoch, None
+                    return [], self._books.epoch, None
             return self._take_locked(generation)
 
     def _nap_locked(self, seconds: float) -> None:
@@ -455,13 +421,13 @@ class _Engine:
 
     def housekeeping(self) -> None:
         """Say once per burst that records were dropped, from the queue or the spool."""
-        dropped = self._dropped
+        dropped = self._books.dropped
         if dropped > self._dropped_reported:
             self.reporter.report(
                 QueueFullError(dropped - self._dropped_reported, self._max_queue_size), kind="drop"
             )
             self._dropped_reported = dropped
-        evicted = self._evicted
+        evicted = self._books.evicted
         if evicted > self._evicted_reported and not self._evicting:  # the burst is over
             self.reporter.report(
                 SpoolError(
@@ -480,14 +446,9 @@ class _Engine:
         (its epoch has passed), so every record stays in exactly one bucket. The report waits
         for ``report_written_off``, outside the lock.
         """
-        self._taken += len(left)
-        unfinished = self._taken - self._finished - self._spooled
-        if unfinished <= 0:
+        unfinished = self._books.write_off(len(left))
+        if not unfinished:
             return
-        self._failed += unfinished
-        self._written_off += unfinished
-        self._finished += unfinished
-        self._epoch += 1
         self._cond.notify_all()
         in_flight = unfinished - len(left)
         detail = f"; {in_flight} were in a request that did not end" if in_flight else ""
@@ -536,16 +497,16 @@ class _Engine:
         ``out_of_time``: the failure was a transient one that a close's deadline ended.
         """
         with self._cond:
-            if epoch != self._epoch:
-                return False
-            self._sent += sent
-            self._rejected += rejected
-            self._failed += failed
-            if out_of_time and self._deadline < math.inf:
-                self._written_off += failed
-            self._finished += sent + rejected + failed
-            self._cond.notify_all()
-            return True
+            counted = self._books.finish(
+                epoch,
+                sent=sent,
+                rejected=rejected,
+                failed=failed,
+                out_of_time=out_of_time and self._deadline < math.inf,
+            )
+            if counted:
+                self._cond.notify_all()
+            return counted
 
     def process(self, batch: list[Captured], epoch: int, turn: Optional[Turn] = None) -> None:
         """Validate each record, then deliver the valid ones; every record ends in one bucket.
@@ -570,7 +531,7 @@ class _Engine:
             self._refuse(errors, epoch)
         if not valid:
             return
-        if turn is None or self._turns.wait(turn, until=lambda: epoch != self._epoch):
+        if turn is None or self._turns.wait(turn, until=lambda: epoch != self._books.epoch):
             self._deliver(valid, epoch)
 
     def _one_by_one(
@@ -621,7 +582,7 @@ class _Engine:
 
     def retrying(self, error: DeliveryError, _wait: float) -> None:
         with self._lock:
-            self._retried += 1
+            self._books.retry()
         self.reporter.problem(error)
 
     def deadline_for(self, epoch: int) -> float:
@@ -631,7 +592,7 @@ class _Engine:
         further attempt, not even after the close has returned and lifted the deadline: a
         retry would deliver what was reported lost, and twice if the cut-off attempt landed.
         """
-        return self._deadline if epoch == self._epoch else -math.inf
+        return self._deadline if epoch == self._books.epoch else -math.inf
 
     def _send(self, chunk: list[Payload], suspect_after: int, epoch: int) -> None:
         """One POST of ``chunk`` with retries, within the window of requests in flight;
@@ -789,8 +750,7 @@ class _Engine:
                     stop = False
             take = len(queue) if (late or self._closing) else min(len(queue), _SPOOL_CHUNK)
             items = [queue.popleft() for _ in range(take)]
-            self._taken += take
-            epoch = self._epoch
+            epoch = self._books.take(take)
             # This writer's sender and deadline: once idle is out, a record may start new ones.
             sender, deadline = self._sender, self._deadline
         if items:
@@ -823,17 +783,18 @@ class _Engine:
                     return False
                 self._send_wake.wait(self._spool_wait_locked(now))
                 return True
-            epoch = self._epoch
+            epoch = self._books.epoch
         self._send_spooled(epoch)
         return True
 
     def _send_due_locked(self, now: float) -> bool:
-        if self._spool is None or self._spooled <= len(self._rows) or now < self._retry_at:
+        books = self._books
+        if self._spool is None or books.spooled <= len(self._rows) or now < self._retry_at:
             return False
         return (
             self._closing
-            or self._spooled >= self._batch_size
-            or self._flush_target > self._finished
+            or books.spooled >= self._batch_size
+            or books.flush_target > books.finished
             or now - self._last_send >= self._flush_interval
         )
 
@@ -841,7 +802,7 @@ class _Engine:
         """The sender's wait: until a batch is due by age or after an outage (the writer and
         flush() wake it sooner)."""
         wake = now + _UPKEEP_EVERY
-        if self._spooled > len(self._rows):
+        if self._books.spooled > len(self._rows):
             wake = max(self._retry_at, self._last_send + self._flush_interval)
         return max(wake - now, 0.001)
 
@@ -898,8 +859,9 @@ class _Engine:
                 self._evicted_in_flight.update(row for row in own_evicted if row in in_flight)
                 lost = len(own_evicted) - len(in_flight.intersection(own_evicted))
                 with self._lock:
-                    self._spooled += len(records) - lost
-                    self._count_lost_locked(lost)
+                    self._books.to_disk(len(records), lost)
+                    if lost:
+                        self._cond.notify_all()
         except SpoolError as error:
             self._spool_broken(error)
             return False
@@ -943,13 +905,6 @@ class _Engine:
         for error in errors:
             self.reporter.report(error, kind=f"invalid:{error.field}")
 
-    def _count_lost_locked(self, lost: int) -> None:
-        """Own rows that left the spool without this process: evicted past max_spool_bytes."""
-        if lost > 0:
-            self._evicted += lost
-            self._finished += lost
-            self._cond.notify_all()
-
     def _upkeep(self) -> None:
         """Every few seconds: the heartbeat, rows of dead processes, rows past their age."""
         spool = self._spool
@@ -965,14 +920,8 @@ class _Engine:
                 expired = spool.expire(self.settings.spool_max_age, keep=in_flight)
                 own = spool.count(leave_out=in_flight)
                 with self._lock:
-                    self._adopted += adopted
-                    self._taken += adopted
-                    self._failed += len(expired)
-                    self._finished += len(expired)
-                    self._spooled += adopted - len(expired)
-                    # Own rows that left without this process: another's eviction took them.
-                    self._count_lost_locked(self._spooled - len(in_flight) - own)
-                    self._spooled = own + len(in_flight)
+                    self._books.upkeep(adopted, len(expired), own + len(in_flight))
+                    self._cond.notify_all()
         except SpoolError as error:
             self._spool_broken(error)
             return
@@ -1025,7 +974,7 @@ class _Engine:
                 with self._spool_lock:
                     spool.delete(refused)
                     with self._lock:
-                        self._spooled -= len(refused)
+                        self._books.off_disk(len(refused))
             except SpoolError as error:
                 self._spool_broken(error)
             self._refuse(errors, epoch)
@@ -1051,7 +1000,7 @@ class _Engine:
             with self._spool_lock:
                 spool.delete(ids)
                 with self._lock:
-                    self._spooled -= len(ids)
+                    self._books.off_disk(len(ids))
         except SpoolError as error:  # they may be sent again by whoever reads the file next
             self._spool_broken(error)
 
@@ -1068,8 +1017,8 @@ class _Engine:
         if gone:  # evicted while in flight, and not delivered: lost after all
             self._evicted_in_flight -= gone
             with self._spool_lock, self._lock:
-                self._spooled -= len(gone)
-                self._count_lost_locked(len(gone))
+                self._books.lost_from_disk(len(gone))
+                self._cond.notify_all()
         self._retry_wait = min(max(1.0, self._retry_wait * 2), _SPOOL_RETRY_CAP)
         self._retry_at = time.monotonic() + self._retry_wait * random.uniform(0.8, 1.2)
         return True
@@ -1079,7 +1028,8 @@ class _Engine:
         self._spool = None
         self._rows.clear()
         self._evicted_in_flight.clear()
-        stay = f", and {self._spooled} record(s) stay in the file" if self._spooled else ""
+        spooled = self._books.spooled
+        stay = f", and {spooled} record(s) stay in the file" if spooled else ""
         self.reporter.report(
             SpoolError(error.path, f"{error.reason}; feedback is kept in memory from now on{stay}"),
             kind="spool",
@@ -1126,13 +1076,14 @@ class _Engine:
             return False  # called from on_error on the flush thread: waiting would deadlock
         end = time.monotonic() + timeout
         with self._cond:
-            target = self._taken + len(self._queue)
-            if target > self._flush_target:
-                self._flush_target = target
+            books = self._books
+            target = books.taken + len(self._queue)
+            if target > books.flush_target:
+                books.flush_target = target
                 self._cond.notify_all()
                 self._send_wake.notify_all()
                 self._help_busy_locked()
-            while self._finished < target:
+            while books.finished < target:
                 remaining = end - time.monotonic()
                 if remaining <= 0 or (self._idle and not self._blocking):
                     # No thread runs (closed, or exited): what is left waits in the spool for
@@ -1157,7 +1108,7 @@ class _Engine:
 
     def wait_closed(self) -> bool:
         """Wait for the close begun by ``begin_close``; False if time ran out on some records."""
-        written_off = self._written_off
+        written_off = self._books.written_off
         late_to_disk: Optional[tuple[list[Captured], int]] = None
         with self._cond:
             thread, deadline = self._thread, self._deadline
@@ -1183,13 +1134,12 @@ class _Engine:
                     if self._spool is None:
                         self._write_off_locked(left, "the close deadline passed")
                     else:
-                        self._taken += len(left)
-                        late_to_disk = (left, self._epoch)
+                        late_to_disk = (left, self._books.take(len(left)))
             elif self._idle:
                 # Blocking mode, or sends on the caller's thread at exit: wait for those in flight
                 # (records in the spool are not in flight: they wait on disk).
                 end = deadline + _GRACE
-                while self._finished + self._spooled < self._taken and self._idle:
+                while self._books.unfinished > 0 and self._idle:
                     remaining = end - time.monotonic()
                     if remaining <= 0:
                         self._write_off_locked([], "the close deadline passed")
@@ -1206,22 +1156,11 @@ class _Engine:
         self.report_written_off()
         self.transport.close()
         self.reporter.release_held()
-        return self._written_off == written_off
+        return self._books.written_off == written_off
 
     def stats(self) -> FeedbackStats:
         with self._lock:
-            queued = len(self._queue)
-            return FeedbackStats(
-                enqueued=self._taken - self._adopted + queued + self._dropped,
-                sent=self._sent,
-                retried=self._retried,
-                rejected=self._rejected,
-                dropped=self._dropped + self._evicted,
-                failed=self._failed,
-                pending=queued + self._taken - self._finished,
-                spooled=self._spooled,
-                replayed=self._adopted,
-            )
+            return self._books.stats(len(self._queue))
 
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""

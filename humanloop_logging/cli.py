@@ -2,6 +2,9 @@
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and sets
 ``func`` to the function that runs it, so adding a command touches nothing else.
+
+A subcommand imports what it needs when it runs, not when the command line is parsed: ``spool
+status`` reads a SQLite file and should not pay for an HTTP server, structlog or requests.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from types import FrameType
-from typing import IO, Any, Callable, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
-from ._details import body_errors, item_errors
 from ._spool_cli import add_spool
 from ._version import __version__
-from .demo import run_demo
-from .testing import FLAVOURS, FakeHumanloop, RecordedRequest
+
+if TYPE_CHECKING:
+    from .testing import RecordedRequest
 
 __all__ = ["main"]
 
@@ -84,6 +87,8 @@ def _add_demo(subparsers: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # noqa: PLC0415 (loads structlog, requests and the stand-in)
+
     if args.events < 1 or args.threads < 1 or args.duration < 0:
         print("humanloop-logging demo: --events and --threads must be >= 1", file=sys.stderr)
         return 2
@@ -128,7 +133,7 @@ def _add_serve(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--flavour",
-        choices=FLAVOURS,
+        choices=tuple(_FLAVOUR_NAMES),  # the stand-in's FLAVOURS, without importing it
         default="v1",
         help="answer like the service on FastAPI 0.99 + pydantic 1 (v1, the v4 era) or on current "
         "FastAPI + pydantic 2 (v2) (default: %(default)s)",
@@ -205,6 +210,7 @@ _RETRY_AFTER_WORDS = {
     "none": "no Retry-After",
 }
 
+#: One entry per flavour of the stand-in (``testing.FLAVOURS``); its keys are --flavour's choices.
 _FLAVOUR_NAMES = {"v1": "FastAPI 0.99 on pydantic 1", "v2": "current FastAPI on pydantic 2"}
 
 
@@ -266,6 +272,8 @@ def _accepted_items(request: RecordedRequest) -> list[Any]:
 
 def _describe_request(request: RecordedRequest) -> str:
     """``12:00:01 POST /v4/feedback 422, 5 items: item 1: type; item 4: value, data_id``."""
+    from ._details import body_errors, item_errors  # noqa: PLC0415 (only serve needs them)
+
     stamp = time.strftime("%H:%M:%S", time.localtime(request.time))
     line = f"{stamp} {request.method} {request.path} {request.status or 'dropped'}"
     line += f", {_plural(request.item_count, 'item')}"
@@ -294,6 +302,8 @@ def _describe_request(request: RecordedRequest) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .testing import FakeHumanloop  # noqa: PLC0415 (an HTTP server: only serve needs it)
+
     record: Optional[IO[str]] = None
     if args.record is not None:
         try:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional, TextIO
@@ -37,6 +37,11 @@ __all__ = ["run_demo"]
 RATINGS = ("good", "bad")
 ACTIONS = ("copy", "share", "regenerate")
 ISSUES = (["hallucination"], ["off-topic", "too-long"], ["unsafe"])
+
+#: The stdlib loggers the demo sets up for its run: the library's own, and the app's.
+_OWN_LOGGER = "humanloop_logging"
+_APP_LOGGER = "chatapp.feedback"
+_TOUCHED = (_OWN_LOGGER, _APP_LOGGER)
 
 
 @dataclass
@@ -102,6 +107,34 @@ def _server(
         yield fake.base_url, fake.api_key, fake
 
 
+@contextmanager
+def _logging_given_back(names: Sequence[str]) -> Iterator[None]:
+    """Put back the handlers, level and propagation of the loggers ``names``, and structlog's
+    configuration, as they were before, however the block ends.
+
+    The demo also runs inside other processes (a test, a notebook, an app calling ``run_demo``),
+    whose logging is not the demo's to keep.
+    """
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    configured, config = structlog.is_configured(), structlog.get_config()
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for handler in list(logger.handlers):
+                if handler not in handlers:
+                    logger.removeHandler(handler)
+            for handler in handlers:
+                logger.addHandler(handler)  # a no-op for the handlers still there
+            logger.setLevel(level)
+            logger.propagate = propagate
+        if configured:
+            structlog.configure(**config)
+        else:
+            structlog.reset_defaults()  # is_configured() is False again, as it was
+
+
 def _chaos(fake: FakeHumanloop, total: int, done: threading.Event) -> Counter[str]:
     """Inject faults as the stand-in fills up: 503s, a 429 with Retry-After, dropped connections."""
     injected: Counter[str] = Counter()
@@ -160,69 +193,68 @@ def run_demo(
         with errors_lock:
             errors.append(error)
 
-    with _server(base_url, api_key) as (url, key, fake):
+    with _server(base_url, api_key) as (url, key, fake), _logging_given_back(_TOUCHED):
         if fake is not None:
             fake.reject_data_ids(*sorted(plan.unknown))
         handler = FeedbackHandler(key, url, on_error=on_error)
-        own_log = logging.getLogger("humanloop_logging")
-        own_handler = logging.StreamHandler(out)
-        own_handler.setFormatter(logging.Formatter("  [%(name)s %(levelname)s] %(message)s"))
-        own_log.addHandler(own_handler)
-        own_log.propagate = False
-        stdlib_log = logging.getLogger("chatapp.feedback")
-        stdlib_log.setLevel(logging.INFO)
-        stdlib_log.addHandler(handler)
-        stdlib_log.propagate = False
-        structlog.configure(
-            processors=[FeedbackProcessor(shipper=handler.shipper, drop=True)],
-            logger_factory=structlog.PrintLoggerFactory(),
-            cache_logger_on_first_use=False,
-        )
-        slog = structlog.get_logger("chatapp")
         done = threading.Event()
-        chaos_result: dict[str, Counter[str]] = {}
         chaos = None
-        if fake is not None:
-            chaos = threading.Thread(
-                target=lambda: chaos_result.setdefault("injected", _chaos(fake, events, done)),
-                name="demo-faults",
-                daemon=True,
+        try:
+            own_log = logging.getLogger(_OWN_LOGGER)
+            own_handler = logging.StreamHandler(out)
+            own_handler.setFormatter(logging.Formatter("  [%(name)s %(levelname)s] %(message)s"))
+            own_log.addHandler(own_handler)
+            own_log.propagate = False
+            stdlib_log = logging.getLogger(_APP_LOGGER)
+            stdlib_log.setLevel(logging.INFO)
+            stdlib_log.addHandler(handler)
+            stdlib_log.propagate = False
+            structlog.configure(
+                processors=[FeedbackProcessor(shipper=handler.shipper, drop=True)],
+                logger_factory=structlog.PrintLoggerFactory(),
+                cache_logger_on_first_use=False,
             )
-            chaos.start()
-        print(
-            f"humanloop-logging demo: {threads} threads log {events} feedback events to {url}",
-            file=out,
-        )
-        started = time.perf_counter()
-        workers = [
-            threading.Thread(
-                target=_app,
-                args=(plan, n),
-                kwargs={
-                    "workers": threads,
-                    "stdlib_log": stdlib_log,
-                    "slog": slog,
-                    "pace": duration * threads / max(events, 1),
-                },
-                name=f"app-{n}",
+            slog = structlog.get_logger("chatapp")
+            chaos_result: dict[str, Counter[str]] = {}
+            if fake is not None:
+                chaos = threading.Thread(
+                    target=lambda: chaos_result.setdefault("injected", _chaos(fake, events, done)),
+                    name="demo-faults",
+                    daemon=True,
+                )
+                chaos.start()
+            print(
+                f"humanloop-logging demo: {threads} threads log {events} feedback events to {url}",
+                file=out,
             )
-            for n in range(threads)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        logged = time.perf_counter() - started
-        # The app is done; closing drains within exit_timeout, as the exit hook would.
-        handler.close()
-        drained = time.perf_counter() - started - logged
-        done.set()
-        if chaos is not None:
-            chaos.join(5)
-        stdlib_log.removeHandler(handler)
-        own_log.removeHandler(own_handler)
-        own_log.propagate = True
-        structlog.reset_defaults()
+            started = time.perf_counter()
+            workers = [
+                threading.Thread(
+                    target=_app,
+                    args=(plan, n),
+                    kwargs={
+                        "workers": threads,
+                        "stdlib_log": stdlib_log,
+                        "slog": slog,
+                        "pace": duration * threads / max(events, 1),
+                    },
+                    name=f"app-{n}",
+                )
+                for n in range(threads)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            logged = time.perf_counter() - started
+            # The app is done; closing drains within exit_timeout, as the exit hook would.
+            handler.close()
+            drained = time.perf_counter() - started - logged
+        finally:
+            done.set()
+            if chaos is not None:
+                chaos.join(5)
+            handler.close()  # after an error; a second close has nothing left to do
         stats = handler.stats()
         received = fake.received if fake is not None else []
         requests_seen = fake.requests if fake is not None else []

@@ -307,11 +307,7 @@ class _Engine:
         ``flush_interval``), so that a process behind a rate limit sends fewer, bigger requests
         rather than as many as before, one at a time.
         """
-        return (
-            len(self._queue) >= self._full_locked()
-            or self._closing
-            or self._books.flushing
-        )
+        return len(self._queue) >= self._full_locked() or self._closing or self._books.flushing
 
     def _full_locked(self) -> int:
         """How many records make a batch due: ``batch_size``, times the narrowing."""

@@ -83,24 +83,39 @@ USER_AGENT = f"humanloop-logging/{__version__} python-requests/{requests.__versi
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent
+    or unreadable, 0 for the past, at most a day. Never raises: the header is whatever a server
+    or a proxy on the way sent."""
     if not value:
         return None
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        when = _http_date(value)
+        if when is None:
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
         reference = datetime.now(timezone.utc).timestamp() if now is None else now
-        seconds = when.timestamp() - reference
+        seconds = when - reference
     if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), 24 * 3600.0)
+
+
+def _http_date(value: str) -> Optional[float]:
+    """The POSIX time an HTTP-date names (IMF-fixdate, RFC 850 or asctime), None if it names none.
+
+    The standard library's parser reads all three forms; on text that is no date it raises
+    TypeError (Python 3.9) or ValueError, and OverflowError on a field too large for C
+    (``Wed, 21 Oct 99999999999999999999 07:28:00 GMT``).
+    """
+    try:
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000": a time in UTC whose origin's zone is not said
+            when = when.replace(tzinfo=timezone.utc)
+        return when.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 #: How JSON may write a character with a short escape of its own (``/`` is optional, but some

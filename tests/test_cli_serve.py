@@ -285,6 +285,17 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage: humanloop-logging" in capsys.readouterr().err
 
 
+def test_serve_offers_every_flavour_of_the_stand_in(capsys: pytest.CaptureFixture[str]) -> None:
+    """--flavour's choices, written out in the CLI so parsing imports no stand-in, are exactly
+    the stand-in's flavours."""
+    from humanloop_logging.testing import FLAVOURS
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    assert "{" + ",".join(FLAVOURS) + "}" in capsys.readouterr().out
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the package version."""
     from humanloop_logging._version import __version__

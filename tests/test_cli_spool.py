@@ -3,16 +3,18 @@ a subprocess, against a spool a killed process left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from humanloop_logging._spool import read_status
+from humanloop_logging._spool import Spool, read_status
 from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -76,6 +78,54 @@ def test_status_shows_rows_bytes_age_and_owners(spool_path: Path) -> None:
     assert "oldest:" in result.stdout
     assert ": gone, 40 row(s)" in result.stdout  # the killed process
     assert read_status(str(spool_path)).rows == 40  # nothing was taken
+
+
+#: What ``spool status`` has no use for: an HTTP client or server, structlog, the stand-in, the demo.
+NOT_FOR_STATUS = (
+    "requests",
+    "tenacity",
+    "urllib3",
+    "structlog",
+    "http.server",
+    "humanloop_logging.testing",
+    "humanloop_logging.demo",
+    "humanloop_logging.shipper",
+)
+
+
+def test_status_imports_neither_an_http_stack_nor_structlog(spool_path: Path) -> None:
+    """status reads a SQLite file: the command loads no HTTP client or server, no structlog, no
+    stand-in and no demo to do it, so it starts fast wherever the spool lives."""
+    spool = Spool(str(spool_path), max_bytes=1 << 20)
+    try:
+        spool.append([("d-1", b'{"data_id": "d-1", "type": "rating", "value": 1}', time.time())])
+    finally:
+        spool.close()
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from humanloop_logging.cli import main
+        status = main(["spool", "status", sys.argv[1]])
+        print(json.dumps({"status": status, "modules": sorted(sys.modules)}), file=sys.stderr)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(spool_path)],
+        capture_output=True,
+        text=True,
+        timeout=45,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rows:       1 " in result.stdout
+    seen = json.loads(result.stderr.splitlines()[-1])
+    assert seen["status"] == 0
+    loaded = [
+        name
+        for name in seen["modules"]
+        if any(name == heavy or name.startswith(heavy + ".") for heavy in NOT_FOR_STATUS)
+    ]
+    assert loaded == []
 
 
 def test_status_of_no_spool_is_an_error(tmp_path: Path) -> None:

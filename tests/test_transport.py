@@ -25,6 +25,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 import requests
 import tenacity
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 import humanloop_logging
 from humanloop_logging import (
@@ -230,6 +232,112 @@ def test_parse_retry_after_is_always_finite(header: str) -> None:
     assert seconds is not None
     assert math.isfinite(seconds)
     assert seconds > 0
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("Wed, 21 Oct 2015 07:30:00 GMT", 120.0),
+        ("Wednesday, 21-Oct-15 07:30:00 GMT", 120.0),
+        ("Wed Oct 21 07:30:00 2015", 120.0),
+        ("Wed Oct 21 07:28:00 2015", 0.0),
+        ("Tue, 20 Oct 2015 07:30:00 GMT", 0.0),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+        ("Mon, 01 Jan 0001 00:00:00 +0100", 0.0),
+        ("Wed, 21 Oct 2015 08:30:00 +0100", 120.0),
+    ],
+    ids=[
+        "IMF-fixdate",
+        "obsolete RFC 850",
+        "asctime",
+        "asctime, now",
+        "a day ago",
+        "the epoch",
+        "year 1, east of UTC",
+        "an offset other than GMT",
+    ],
+)
+def test_parse_retry_after_reads_each_http_date_format(header: str, seconds: float) -> None:
+    """The three HTTP-date formats RFC 9110 names (IMF-fixdate, and the obsolete RFC 850 and
+    asctime forms a recipient must still read) are measured from now; the past is 0."""
+    assert parse_retry_after(header, now=NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Wed, 21 Oct 2015 25:61:00 GMT",
+        "Wed, 31 Feb 2015 07:28:00 GMT",
+        "Wed, 21 Oct 10000 07:28:00 GMT",
+        "Wed, 21 Oct 99999999999999999999 07:28:00 GMT",
+        "Wed, 99999999999999999999 Oct 2015 07:28:00 GMT",
+        "Wed, 21 Oct 2015 07:28:99999999999999999999 GMT",
+        "Wed, 21 Oct 2015 07:28:00 +99999999999999999999",
+        "Wed, 21 Oct 2015",
+        "1.5 GMT",
+    ],
+    ids=[
+        "no such time",
+        "no such day",
+        "year 10000",
+        "a year too large for C",
+        "a day too large for C",
+        "a second too large for C",
+        "an offset too large for C",
+        "no time",
+        "a number and a zone",
+    ],
+)
+def test_parse_retry_after_is_none_for_a_date_that_is_no_date(header: str) -> None:
+    """A date-like header that names no moment is ignored like any garbage: whatever the server
+    sends, reading it never raises."""
+    assert parse_retry_after(header, now=NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("-1", 0.0), ("-0.5", 0.0), ("-inf", 0.0), ("-1e400", 0.0)],
+)
+def test_parse_retry_after_negative_delta_is_zero(header: str, seconds: float) -> None:
+    """A negative delta asks for no wait at all: 0, never a negative wait."""
+    assert parse_retry_after(header, now=NOW) == seconds
+
+
+@pytest.mark.parametrize("header", ["86400", "86401", "99999999999", "9" * 400, "1e308"])
+def test_parse_retry_after_huge_delta_is_at_most_a_day(header: str) -> None:
+    """However large the delta, the wait is at most a day (and the backoff caps it further)."""
+    assert parse_retry_after(header, now=NOW) == 24 * 3600.0
+
+
+#: Pieces of HTTP-dates, real and broken, for headers that look like dates.
+DATE_PARTS = [
+    *("Wed,", "Wednesday,", "Wed", "Oct", "Feb", "21", "31", "0", "15", "2015", "10000"),
+    *("07:28:00", "24:00:00", "07:28:60", "GMT", "UT", "EST", "+0100", "-0000", "-9999"),
+    *("21-Oct-15", "99999999999999999999", "1e400", "-", ":", ","),
+]
+
+
+@given(st.text(max_size=40) | st.lists(st.sampled_from(DATE_PARTS), max_size=8).map(" ".join))
+@example("Wed, 21 Oct 99999999999999999999 07:28:00 GMT")
+def test_parse_retry_after_never_raises(header: str) -> None:
+    """Whatever a server sends as Retry-After, reading it gives None or a wait of 0 to a day."""
+    seconds = parse_retry_after(header, now=NOW)
+    assert seconds is None or 0.0 <= seconds <= 24 * 3600.0
+
+
+def test_a_retry_after_that_is_no_date_leaves_the_answer_retryable(
+    fake_humanloop: FakeHumanloop,
+) -> None:
+    """A 503 whose Retry-After is a date no datetime can hold is still a 503 to retry: the
+    record arrives on the next attempt, after the ordinary backoff."""
+    fake_humanloop.fail_next(1, 503, retry_after="Wed, 21 Oct 99999999999999999999 07:28:00 GMT")
+    control = Control()
+
+    transport = transport_for(fake_humanloop, max_retry_time=60.0, wait=tenacity.wait_fixed(2.5))
+    transport.send(BODY, [ITEM], control)
+
+    assert control.waits == [2.5]
+    assert [r.status for r in fake_humanloop.requests] == [503, 200]
 
 
 def test_parse_retry_after_http_date_defaults_to_the_current_time() -> None:

@@ -112,10 +112,17 @@ class Ledger:
         rejected: int = 0,
         failed: int = 0,
         out_of_time: bool = False,
+        from_disk: int = 0,
     ) -> bool:
         """Count an outcome of records taken in ``epoch``; False if a write-off already counted
-        them. ``out_of_time``: a transient failure that a close's deadline ended."""
-        if epoch != self.epoch:
+        them. ``out_of_time``: a transient failure that a close's deadline ended.
+
+        ``from_disk``: how many of them were rows of the spool. They leave ``spooled`` in the
+        same step as they are counted, and whatever the epoch: a write-off leaves rows on disk,
+        and in flight from it, alone.
+        """
+        self.spooled -= from_disk
+        if epoch != self.epoch and not from_disk:
             return False
         self.sent += sent
         self.rejected += rejected
@@ -143,10 +150,6 @@ class Ledger:
         send had in flight (they are dropped)."""
         self.spooled += written - lost
         self.evicted += lost
-
-    def off_disk(self, count: int) -> None:
-        """Rows left the disk for records that are counted by another call (their answer)."""
-        self.spooled -= count
 
     def lost_from_disk(self, count: int) -> None:
         """Rows counted as spooled turned out to be gone (evicted while in flight, then not

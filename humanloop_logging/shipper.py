@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence, Sized
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from . import _batching as batching
 from . import _details, _lifecycle
 from ._config import NAMES, Settings, SettingsArgs, refuse_unknown, resolve, takes_settings
 from ._delivery import (
@@ -124,7 +125,7 @@ class _Engine:
         self._on_error = on_error
         self._batch_size = settings.batch_size
         # While more than a batch waits, a request takes up to this many (README: Delivery).
-        self._max_batch = settings.batch_size * _BACKLOG_BATCHES
+        self._max_batch = settings.batch_size * batching.BACKLOG_BATCHES
         self._max_in_flight = settings.max_in_flight
         self._max_queue_size = settings.max_queue_size
         self._flush_interval = settings.flush_interval
@@ -231,10 +232,11 @@ class _Engine:
         Not merely a full batch: against a fast service the first thread is back within a
         millisecond, and a thread per batch would only share the GIL with the application.
         """
-        queue = self._queue
-        return len(queue) >= self._max_batch or bool(
-            queue and (self._closing or self._books.flushing)
-        )
+        return batching.backlog(len(self._queue), self._max_batch, hurry=self._hurry_locked())
+
+    def _hurry_locked(self) -> bool:
+        """A close or a flush() waits for what is queued: no batch waits to fill."""
+        return self._closing or self._books.flushing
 
     def _drop(self) -> None:
         with self._lock:
@@ -300,26 +302,19 @@ class _Engine:
         self._helpers += 1
 
     def _due_locked(self) -> bool:
-        """Whether a batch should go now rather than wait to fill.
-
-        A full batch is due at once, unless the service pushed back: while the window of
-        requests in flight is narrowed, a batch waits to be that many times fuller (or for
-        ``flush_interval``), so that a process behind a rate limit sends fewer, bigger requests
-        rather than as many as before, one at a time.
-        """
-        return len(self._queue) >= self._full_locked() or self._closing or self._books.flushing
+        """Whether a batch should go now rather than wait to fill (``batching.due``)."""
+        return batching.due(len(self._queue), self._full_locked(), hurry=self._hurry_locked())
 
     def _full_locked(self) -> int:
-        """How many records make a batch due: ``batch_size``, times the narrowing."""
-        narrowed = self._max_in_flight // self._window.size
-        return min(self._batch_size * narrowed, self._max_batch)
+        return batching.full(
+            self._batch_size, self._max_batch, self._max_in_flight, self._window.size
+        )
 
     def _take_locked(self, generation: int) -> tuple[list[Captured], int, Turn]:
         """The next batch off the queue, in line for its data_ids; another thread helps with
         what is left if it is a backlog."""
         queue = self._queue
-        count = len(queue)
-        take = min(count, self._max_batch if count > self._batch_size else self._batch_size)
+        take = batching.take(len(queue), self._batch_size, self._max_batch)
         batch = [queue.popleft() for _ in range(take)]
         epoch = self._books.take(take)
         turn = self._turns.register(_data_ids(batch))
@@ -378,8 +373,9 @@ class _Engine:
                 self._nap_locked(self._flush_interval)
                 return [], self._books.epoch, None
             if not self._due_locked():
-                age = time.time() - queue[0][TIMESTAMP]
-                remaining = min(self._flush_interval - age, self._flush_interval)
+                remaining = batching.wait_to_fill(
+                    queue[0][TIMESTAMP], time.time(), self._flush_interval
+                )
                 if remaining > 0:
                     self._nap_locked(remaining)
                     return [], self._books.epoch, None
@@ -487,10 +483,12 @@ class _Engine:
         rejected: int = 0,
         failed: int = 0,
         out_of_time: bool = False,
+        from_disk: int = 0,
     ) -> bool:
         """Count an outcome; False if close() already wrote these records off (and reported them).
 
         ``out_of_time``: the failure was a transient one that a close's deadline ended.
+        ``from_disk``: of these records, how many were rows of the spool.
         """
         with self._cond:
             counted = self._books.finish(
@@ -499,6 +497,7 @@ class _Engine:
                 rejected=rejected,
                 failed=failed,
                 out_of_time=out_of_time and self._deadline < math.inf,
+                from_disk=from_disk,
             )
             if counted:
                 self._cond.notify_all()
@@ -647,8 +646,7 @@ class _Engine:
         else:
             self._auth_failed = self._outage = False
             self._retry_wait = 0.0
-            self._settle(chunk)  # off the disk first, then counted: spooled never exceeds pending
-            self._finish(epoch, sent=len(chunk))
+            self._finish(epoch, sent=len(chunk), from_disk=self._settle(chunk))
             self.reporter.recovered()
             return Outcome.OK, []
         return Outcome.FAILED, []
@@ -665,8 +663,8 @@ class _Engine:
             reasons = _details.body_errors(error.details, 1) or [error.message]
             named = {0: [("", reason) for reason in reasons]}
         rejected = [(json.loads(chunk[index]), named[index]) for index in indices]
-        self._settle([chunk[index] for index in indices])
-        counted = self._finish(epoch, rejected=len(rejected))
+        from_disk = self._settle([chunk[index] for index in indices])
+        counted = self._finish(epoch, rejected=len(rejected), from_disk=from_disk)
         for record, fields in rejected if counted else []:
             reasons = [f"{field}: {message}" if field else message for field, message in fields]
             self.reporter.report(
@@ -683,8 +681,10 @@ class _Engine:
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
         if error.retryable and self._keep_spooled(chunk):
             return  # kept on disk, to be tried again later: nothing is given up for time alone
-        self._settle(chunk)
-        if not self._finish(epoch, failed=len(chunk), out_of_time=error.retryable):
+        from_disk = self._settle(chunk)
+        if not self._finish(
+            epoch, failed=len(chunk), out_of_time=error.retryable, from_disk=from_disk
+        ):
             return  # written off and reported by close() already
         error.records = [json.loads(payload) for payload in chunk]
         if isinstance(error, AuthenticationError):
@@ -896,8 +896,10 @@ class _Engine:
             fields[VALUE] = tuple(fields[VALUE])  # as captured: a list value is frozen
         return to_payload(tuple(fields), self._default_user)[1].decode("utf-8")
 
-    def _refuse(self, errors: list[FeedbackValidationError], epoch: int) -> None:
-        self._finish(epoch, rejected=len(errors))
+    def _refuse(
+        self, errors: list[FeedbackValidationError], epoch: int, from_disk: int = 0
+    ) -> None:
+        self._finish(epoch, rejected=len(errors), from_disk=from_disk)
         for error in errors:
             self.reporter.report(error, kind=f"invalid:{error.field}")
 
@@ -965,15 +967,13 @@ class _Engine:
         self._last_send = time.monotonic()
         if not rows:
             return
-        if refused:  # off the disk first, then counted: spooled never exceeds pending
+        if refused:
             try:
                 with self._spool_lock:
                     spool.delete(refused)
-                    with self._lock:
-                        self._books.off_disk(len(refused))
             except SpoolError as error:
                 self._spool_broken(error)
-            self._refuse(errors, epoch)
+            self._refuse(errors, epoch, from_disk=len(refused))
         try:
             with self._send_lock:
                 self._deliver(payloads, epoch)
@@ -982,23 +982,23 @@ class _Engine:
             for payload in payloads:
                 self._rows.pop(id(payload), None)
 
-    def _settle(self, chunk: list[Payload]) -> None:
-        """The service answered for these records: their rows leave the spool."""
+    def _settle(self, chunk: list[Payload]) -> int:
+        """The service answered for these records: their rows leave the spool. Returns how many
+        came from it, for the count of the answer (``_finish``'s ``from_disk``)."""
         rows = self._rows
         if not rows:  # not from the spool (always so without one)
-            return
+            return 0
         ids = [row for row in (rows.pop(id(p), None) for p in chunk) if row is not None]
         spool = self._spool
         if not ids or spool is None:
-            return
+            return 0
         self._evicted_in_flight.difference_update(ids)  # settled by this answer, not lost
         try:
             with self._spool_lock:
                 spool.delete(ids)
-                with self._lock:
-                    self._books.off_disk(len(ids))
         except SpoolError as error:  # they may be sent again by whoever reads the file next
             self._spool_broken(error)
+        return len(ids)
 
     def _keep_spooled(self, chunk: list[Payload]) -> bool:
         """Time ran out on records that are on disk: keep them, and wait before trying again.
@@ -1166,9 +1166,6 @@ class _Engine:
 
 #: Writes a captured record's fields as a JSON array; strict, since SQLite reads it back.
 _CAPTURED = json.JSONEncoder(allow_nan=False)
-
-#: While more than a batch waits, a request takes up to this many batches' worth of records.
-_BACKLOG_BATCHES = 5
 
 #: Most records moved from the queue to the spool in one transaction.
 _SPOOL_CHUNK = 50_000

@@ -243,45 +243,59 @@ class _Engine:
             self._books.drop()
 
     def _wake(self) -> None:
-        """Start the flush thread for what was just queued; at exit, send it on this thread."""
+        """Start the flush thread for what was just queued; at exit, send it on this thread.
+
+        If no thread can be started, the records wait in the queue: the next record tries
+        again, and a close (the exit's too) sends them. The caller never sends them itself but
+        at exit, within what is left of ``exit_timeout``.
+        """
+        failure: Optional[RuntimeError] = None
         with self._cond:
             if not self._idle or not self._queue:
                 return
             if not _lifecycle.exiting():
                 self._closing = False
                 self._deadline = math.inf
-                if self._start_locked():
-                    return
+                failure = self._start_locked()
             elif self._deadline == math.inf:  # logged at exit, before the exit hook ran
                 self._deadline = time.monotonic() + self.settings.exit_timeout
-        self._send_here()
+        if failure is not None:
+            self.reporter.log(
+                f"could not start the flush thread ({failure}): feedback waits in the queue "
+                "until a later log call can start one, or close() or the exit sends it",
+                kind="thread",
+            )
+        elif _lifecycle.exiting():
+            self._send_here()
 
-    def _start_locked(self) -> bool:
+    def _start_locked(self) -> Optional[RuntimeError]:
+        """Start the flush thread (and, with a spool, the sender); the error if either cannot
+        start, and then neither runs on (one that did start ends at its first look)."""
         self._generation += 1
-        thread = threading.Thread(
-            target=_worker,
-            args=(weakref.ref(self), self._generation, self.token),
-            name="humanloop-feedback-flush",
-            daemon=True,
-        )
-        try:
-            start_without_signals(thread)
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            return False
-        self._idle = False
-        self._thread = thread
+        loops = [(_worker, "humanloop-feedback-flush")]
         if self._spool is not None:
             # Sending has a thread of its own, so that a slow service never holds up the writes
             # to disk: a burst goes to disk at the speed of validation, not of round trips.
-            sender = threading.Thread(
-                target=_sender,
+            loops.append((_sender, "humanloop-feedback-send"))
+        threads = [
+            threading.Thread(
+                target=loop,
                 args=(weakref.ref(self), self._generation, self.token),
-                name="humanloop-feedback-send",
+                name=name,
                 daemon=True,
             )
-            start_without_signals(sender)
-            self._sender = sender
-        return True
+            for loop, name in loops
+        ]
+        try:
+            for thread in threads:
+                start_without_signals(thread)
+        except RuntimeError as error:  # "can't start new thread", or at interpreter shutdown
+            self._generation += 1
+            return error
+        self._idle = False
+        self._thread = threads[0]
+        self._sender = threads[1] if len(threads) > 1 else None
+        return None
 
     def _help_locked(self, generation: int) -> None:
         """Start one more flush thread if a backlog waits and the window has room for it."""
@@ -1062,8 +1076,9 @@ class _Engine:
             self._spool_broken(error)
             return
         with self._cond:
-            if self._idle:
-                self._start_locked()
+            failure = self._start_locked() if self._idle else None
+        if failure is not None:
+            self.reporter.log(f"could not start the flush thread ({failure})", kind="thread")
 
     # -- flush, close, stats --------------------------------------------------------------------
 
@@ -1114,6 +1129,10 @@ class _Engine:
             self.report_written_off()
             self.reporter.release_held()
             return True
+        with self._cond:
+            stranded = self._idle and bool(self._queue)
+        if stranded:  # no thread could be started for these: this close sends them
+            self._send_here()
         current = threading.current_thread()
         if thread is not None and thread is not current:
             # (It may wait for its helpers until _GRACE past the deadline.)

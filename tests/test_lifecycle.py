@@ -387,3 +387,54 @@ def test_a_close_that_another_close_ended_first_leaves_a_restarted_thread_alone(
     assert sorted(item["data_id"] for item in fake_humanloop.received) == ["first", "later"]
     assert shipper.stats().failed == 0
     shipper.close()
+
+
+class RecordingTransport:
+    """A Transport that accepts everything and notes which thread sent each request."""
+
+    def __init__(self) -> None:
+        self.senders: list[int] = []
+        self.records: list[Any] = []
+
+    def send(self, body: bytes, records: Any, control: Any) -> None:
+        self.senders.append(threading.get_ident())
+        self.records.extend(records)
+
+    def reset_after_fork(self) -> None: ...
+
+    def cut_off_at(self, deadline: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.mark.parametrize("refused", ["humanloop-feedback-flush", "humanloop-feedback-send"])
+def test_when_no_thread_can_start_the_caller_sends_nothing_and_a_close_sends_it_all(
+    refused: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process out of threads: the logging call neither sends on the caller's thread (it
+    blocked for up to max_retry_time) nor raises (a sender that could not start escaped the
+    call, after its writer had started). The records wait; close() sends them, once."""
+    from humanloop_logging import FeedbackShipper
+
+    original = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name == refused:
+            raise RuntimeError("can't start new thread")
+        original(self)
+
+    transport = RecordingTransport()
+    spool_path = str(tmp_path / "spool.db") if refused.endswith("send") else None
+    monkeypatch.setattr(threading.Thread, "start", start)
+    shipper = FeedbackShipper(
+        "hl-key", "http://127.0.0.1:9/v4", transport=transport, spool_path=spool_path
+    )
+    for n in range(3):
+        shipper.submit((f"d{n}", "rating", "good", None, None, None, time.time()))
+    assert threading.get_ident() not in transport.senders
+    assert shipper.stats().pending == 3
+    monkeypatch.undo()  # threads can be started again: the close's own may run
+    assert shipper.close(10)
+    assert [json.loads(record)["data_id"] for record in transport.records] == ["d0", "d1", "d2"]
+    stats = shipper.stats()
+    assert (stats.sent, stats.pending) == (3, 0), stats

@@ -115,7 +115,7 @@ def _drain(args: argparse.Namespace) -> int:
         interrupted = True
     finally:
         shipper.close(_STOP_TIMEOUT)
-        shipper._engine._leave_on_disk(done=True)  # what is left is for the next process
+        shipper._engine.release_spool()  # what is left is for the next process
         progress.done()
     stats = shipper.stats()
     try:

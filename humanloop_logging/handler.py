@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from ._bridge import Shipped, shipped
 from ._config import SettingsArgs, resolve_fields, takes_settings
 from ._record import freeze
-from .shipper import FeedbackShipper, FeedbackStats, attach, own
+from ._workers import own
+from .shipper import FeedbackShipper, FeedbackStats, attach
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

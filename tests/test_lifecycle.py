@@ -333,11 +333,11 @@ def test_a_record_appended_as_the_flush_thread_stops_is_sent(
     injected: list[str] = []
 
     def trace(frame: Any, event: str, arg: object) -> Any:
-        if frame.f_code.co_name != "next_batch":
+        if frame.f_code.co_name != "_next_batch":
             return None
         if event == "line" and not injected:
             line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
-            if line == "self._idle = True":
+            if line == "engine.idle = True":
                 injected.append("late")
                 shipper.submit(("late", "rating", "good", None, None, None, time.time()))
         return trace

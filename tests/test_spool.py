@@ -740,7 +740,7 @@ def _waiting_for_the_sender() -> bool:
         while current is not None:
             names.add(current.f_code.co_name)
             current = current.f_back
-        if {"join", "_spool_step"} <= names:
+        if {"join", "_write_round"} <= names:
             return True
     return False
 

@@ -40,7 +40,8 @@ from ._memory import GRACE, Memory, data_ids
 from ._record import DATA_ID, Captured, safe_repr, to_payloads
 from ._report import ErrorCallback, Reporter
 from ._sending import NO_DISK, Sending
-from ._spooling import UPKEEP_EVERY, Spooled
+from ._spool_sender import UPKEEP_EVERY
+from ._spooling import Spooled
 from ._workers import HELP, own
 from .exceptions import DeliveryError, QueueFullError
 
@@ -64,6 +65,7 @@ class Engine:
         self._on_error = on_error
         # While more than a batch waits, a request takes up to this many (README: Delivery).
         self.max_batch = settings.batch_size * batching.BACKLOG_BATCHES
+        self._max_queue_size = settings.max_queue_size  # read on the caller's path
         #: Stands for this engine where the engine itself must not be kept alive: on the events
         #: its processors shipped (see ``_bridge``), and on its own threads (see ``own``).
         self.token = object()
@@ -99,7 +101,7 @@ class Engine:
         self.pipeline: Pipeline = Memory(self)
         if self._spool is not None:
             self.pipeline = Spooled(self, self._spool)
-            self.sending.disk = self.pipeline
+            self.sending.disk = self.pipeline.sender
             self.sending.heartbeat_every = UPKEEP_EVERY
         #: The queue's length at which the caller's path wakes the flush thread.
         self.notify_at = self.pipeline.first_kick
@@ -127,7 +129,7 @@ class Engine:
         # as taken + len(queue) under the lock by stats(). The size check may let one record per
         # concurrently logging thread past max_queue_size; the rare paths take the lock.
         queue = self.queue
-        if len(queue) >= self.settings.max_queue_size:
+        if len(queue) >= self._max_queue_size:
             with self.lock:
                 self.books.drop()
             return

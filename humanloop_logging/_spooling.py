@@ -1,6 +1,7 @@
 """Records waiting on disk: a writer moves the queue into the spool, a sender sends from it.
 
-The spool pipeline of an engine (``_engine``), for a shipper with ``spool_path``. A record is on
+The spool pipeline of an engine (``_engine``), for a shipper with ``spool_path``; its sending side
+is ``_spool_sender``. A record is on
 disk within a moment of the logging call (the first of a burst wakes the writer), and leaves it
 only when Humanloop has answered for it; through an outage it stays there, and the next process
 takes over what a dead one left. Sending has a thread of its own, so that a slow service never
@@ -12,10 +13,8 @@ it; its answer does (or, if the send gives it back, the loss is counted then).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Sized
@@ -25,7 +24,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 from . import _lifecycle
 from ._delivery import Payload
 from ._memory import GRACE
-from ._record import DATA_ID, TIMESTAMP, VALUE, Captured, to_payload
+from ._record import DATA_ID, TIMESTAMP, Captured, to_payload
+from ._spool_sender import UPKEEP_EVERY, SpoolSender, unspool
 from ._workers import FLUSH, SEND
 from .exceptions import DeliveryError, FeedbackValidationError, SpoolError
 
@@ -42,10 +42,6 @@ _CAPTURED = json.JSONEncoder(allow_nan=False)
 _CHUNK = 50_000
 #: Evictions from the spool are one burst, said once, until none came for this long.
 _EVICTIONS_QUIET = 1.0
-#: Seconds between the spool's heartbeats (its lease is 30 s) and its other upkeep.
-UPKEEP_EVERY = 5.0
-#: The longest wait before records kept on disk through an outage are tried again.
-_RETRY_CAP = 60.0
 
 
 class Spooled:
@@ -59,17 +55,11 @@ class Spooled:
         self.engine = engine
         self.spool = spool
         self._spool_lock = threading.Lock()  # a spool change and its count change, together
-        self._send_lock = threading.Lock()  # the spool's sends, one at a time
-        self._send_wake = threading.Condition(engine.lock)  # the sender waits here
-        self._rows: dict[int, int] = {}  # id() of a payload in flight -> its row id
-        #: Rows in flight that a write evicted: lost if their send gives them back to the disk.
-        self._evicted_in_flight: set[int] = set()
+        #: The sending side: the rows in flight and when to send; ``Disk`` for ``Sending``.
+        self.sender = SpoolSender(engine, spool, self._spool_lock, self._broken)
         self._evicting = False  # writes to the spool evict rows: a burst goes on
         self._evicted_at = 0.0  # monotonic: the last write that evicted rows
         self._evicted_reported = 0
-        self._retry_at = 0.0  # monotonic: no send from the spool before (after an outage)
-        self._retry_wait = 0.0
-        self._last_send = 0.0
         self._next_upkeep = 0.0
         self._sender: Optional[threading.Thread] = None
 
@@ -77,7 +67,7 @@ class Spooled:
         self._sender = threads[1]
 
     def round(self, kind: str, generation: int) -> bool:
-        return self._write_round(generation) if kind == FLUSH else self._send_round(generation)
+        return self._write_round(generation) if kind == FLUSH else self.sender.round(generation)
 
     # -- the caller's path and flush()/close() hurry it ----------------------------------------
 
@@ -85,7 +75,7 @@ class Spooled:
         self.engine.cond.notify()
 
     def hurry_locked(self) -> None:
-        self._send_wake.notify_all()
+        self.sender.wake_locked(everyone=True)
 
     def late_locked(self, left: list[Captured]) -> Optional[Callable[[], None]]:
         """The writer is stuck past the close deadline: nothing is written off, the rows stay on
@@ -140,7 +130,7 @@ class Spooled:
         if items:
             self._to_spool(items, epoch)
             with engine.cond:
-                self._send_wake.notify()  # rows to send
+                self.sender.wake_locked()  # rows to send
         if stop:
             if sender is not None and sender is not threading.current_thread():
                 sender.join(max(0.0, deadline - time.monotonic()) + GRACE)
@@ -181,16 +171,15 @@ class Spooled:
         # No spool (any more): straight to the service.
         payloads: list[Payload] = []
         errors: list[FeedbackValidationError] = []
+        default_user = self.engine.settings.default_user
         for _, body, _ in rows:
             try:
-                payloads.append(self._unspool(body))
+                payloads.append(unspool(body, default_user))
             except FeedbackValidationError as error:
                 errors.append(error)
-        sending = self.engine.sending
-        sending.refuse(errors, epoch)
+        self.engine.sending.refuse(errors, epoch)
         if payloads:
-            with self._send_lock:
-                sending.deliver(payloads, epoch)
+            self.sender.deliver(payloads, epoch)
 
     def _write(self, spool: Spool, write: Callable[[], int], records: Sized) -> bool:
         """One write of ``records`` to the spool, counted with it; False if the spool failed."""
@@ -202,10 +191,7 @@ class Spooled:
                 evicted = write()
                 # A row in flight that the write evicted is settled by its answer, not lost: it
                 # stays counted as spooled until then (claims register under this lock too).
-                in_flight = set(self._rows.values())
-                own_evicted = spool.evicted_own_ids
-                self._evicted_in_flight.update(row for row in own_evicted if row in in_flight)
-                lost = len(own_evicted) - len(in_flight.intersection(own_evicted))
+                lost = self.sender.evicted(spool.evicted_own_ids)
                 with engine.cond:
                     engine.books.to_disk(len(records), lost)
                     if lost:
@@ -239,15 +225,6 @@ class Spooled:
             rows.append((payload["data_id"], data, item[TIMESTAMP]))
         return rows
 
-    def _unspool(self, body: bytes) -> Payload:
-        """A row's record as it is sent; raises FeedbackValidationError if it is refused."""
-        if body[:1] != b"[":  # a request body, validated when it was written
-            return body.decode("utf-8")
-        fields = json.loads(body)
-        if type(fields[VALUE]) is list:
-            fields[VALUE] = tuple(fields[VALUE])  # as captured: a list value is frozen
-        return to_payload(tuple(fields), self.engine.settings.default_user)[1].decode("utf-8")
-
     def _upkeep(self) -> None:
         """Every few seconds: the heartbeat, rows of dead processes, rows past their age."""
         engine = self.engine
@@ -260,7 +237,7 @@ class Spooled:
         try:
             with self._spool_lock:
                 # Rows in flight are settled by their answer, whatever happened to them on disk.
-                in_flight = set(self._rows.values())
+                in_flight = self.sender.in_flight()
                 adopted = spool.adopt()
                 expired = spool.expire(max_age, keep=in_flight)
                 own = spool.count(leave_out=in_flight)
@@ -301,136 +278,6 @@ class Spooled:
             )
             self._evicted_reported = evicted
 
-    # -- the sender --------------------------------------------------------------------------------
-
-    def _send_round(self, generation: int) -> bool:
-        """Send the oldest batch of own rows when one is due."""
-        engine = self.engine
-        with engine.cond:
-            if generation != engine.generation or engine.broken_spool:
-                return False
-            now = time.monotonic()
-            if now >= engine.deadline:
-                return False
-            if not self._send_due_locked(now):
-                if engine.closing or engine.idle:  # nothing more to send before stopping
-                    return False
-                self._send_wake.wait(self._send_wait_locked(now))
-                return True
-            epoch = engine.books.epoch
-        self._send_spooled(epoch)
-        return True
-
-    def _send_due_locked(self, now: float) -> bool:
-        engine = self.engine
-        books = engine.books
-        if books.spooled <= len(self._rows) or now < self._retry_at:
-            return False
-        return (
-            engine.closing
-            or books.spooled >= engine.settings.batch_size
-            or books.flush_target > books.finished
-            or now - self._last_send >= engine.settings.flush_interval
-        )
-
-    def _send_wait_locked(self, now: float) -> float:
-        """The sender's wait: until a batch is due by age or after an outage (the writer and
-        flush() wake it sooner)."""
-        wake = now + UPKEEP_EVERY
-        if self.engine.books.spooled > len(self._rows):
-            wake = max(self._retry_at, self._last_send + self.engine.settings.flush_interval)
-        return max(wake - now, 0.001)
-
-    def _send_spooled(self, epoch: int) -> None:
-        """Send the oldest batch of this process's rows; each row is deleted once answered."""
-        spool = self.spool
-        payloads: list[Payload] = []
-        refused: list[int] = []
-        errors: list[FeedbackValidationError] = []
-        try:
-            # Claimed and registered as in flight in one step for the writer, whose eviction
-            # counts as lost only the rows not in flight.
-            with self._spool_lock:
-                rows = spool.claim(
-                    self.engine.settings.batch_size, exclude=set(self._rows.values())
-                )
-                for row in rows:
-                    try:
-                        unspooled = self._unspool(row.body)
-                    except FeedbackValidationError as error:
-                        refused.append(row.id)
-                        errors.append(error)
-                        continue
-                    self._rows[id(unspooled)] = row.id
-                    payloads.append(unspooled)
-        except SpoolError as error:
-            self._broken(error)
-            return
-        self._last_send = time.monotonic()
-        if not rows:
-            return
-        sending = self.engine.sending
-        if refused:
-            try:
-                with self._spool_lock:
-                    spool.delete(refused)
-            except SpoolError as error:
-                self._broken(error)
-            sending.refuse(errors, epoch, from_disk=len(refused))
-        try:
-            with self._send_lock:
-                sending.deliver(payloads, epoch)
-        finally:
-            # Only this send's rows: a sender started since (after a close) has its own here.
-            for payload in payloads:
-                self._rows.pop(id(payload), None)
-
-    # -- sending.Disk: what the answers do to the rows -------------------------------------
-
-    def settle(self, chunk: list[Payload]) -> int:
-        """The service answered for these records: their rows leave the spool. Returns how many
-        came from it, for the count of the answer (``Books.finish``'s ``from_disk``)."""
-        rows = self._rows
-        if not rows:
-            return 0
-        ids = [row for row in (rows.pop(id(p), None) for p in chunk) if row is not None]
-        if not ids:
-            return 0
-        self._evicted_in_flight.difference_update(ids)  # settled by this answer, not lost
-        try:
-            with self._spool_lock:
-                self.spool.delete(ids)
-        except SpoolError as error:  # they may be sent again by whoever reads the file next
-            self._broken(error)
-        return len(ids)
-
-    def keep(self, chunk: list[Payload]) -> bool:
-        """Time ran out on records that are on disk: keep them, and wait before trying again.
-
-        The wait doubles from one second to a minute, with jitter, so that processes sharing an
-        outage do not come back in step.
-        """
-        if any(id(p) not in self._rows for p in chunk):
-            return False
-        rows = [self._rows.pop(id(payload)) for payload in chunk]
-        gone = self._evicted_in_flight.intersection(rows)
-        engine = self.engine
-        if gone:  # evicted while in flight, and not delivered: lost after all
-            self._evicted_in_flight -= gone
-            with self._spool_lock, engine.cond:
-                engine.books.lost_from_disk(len(gone))
-                engine.cond.notify_all()
-        self._retry_wait = min(max(1.0, self._retry_wait * 2), _RETRY_CAP)
-        self._retry_at = time.monotonic() + self._retry_wait * random.uniform(0.8, 1.2)
-        return True
-
-    def succeeded(self) -> None:
-        self._retry_wait = 0.0
-
-    def heartbeat(self) -> None:
-        with contextlib.suppress(SpoolError):
-            self.spool.heartbeat()
-
     # -- the spool's life ------------------------------------------------------------------
 
     def start_now(self) -> bool:
@@ -451,8 +298,7 @@ class Spooled:
         engine = self.engine
         if engine.broken_spool:
             return
-        self._rows.clear()
-        self._evicted_in_flight.clear()
+        self.sender.forget()
         engine.spool_broke()
         spooled = engine.books.spooled
         stay = f", and {spooled} record(s) stay in the file" if spooled else ""

@@ -43,6 +43,7 @@ __all__ = [
     "RETRY_AFTER_SPREAD",
     "HTTPTransport",
     "SendControl",
+    "next_wait",
     "parse_retry_after",
 ]
 
@@ -641,22 +642,16 @@ class HTTPTransport:
 
         def wait(state: tenacity.RetryCallState) -> float:
             nonlocal last_try
-            seconds = float(backoff(state))
             error = state.outcome.exception() if state.outcome else None
-            retry_after = error.retry_after if isinstance(error, DeliveryError) else None
-            # A lower bound, never a replacement: "Retry-After: 0" must not mean a hot loop.
-            # Spread over a fifth more: the clients a rate limit turned away together must not
-            # come back together.
-            if retry_after is not None and retry_after > seconds:
-                return retry_after * _random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
-            # A close drains: there is no later for these records. A backoff that would end past
-            # its deadline would give them up with time left, so once it is cut to half of that
-            # time, and the other half is the last attempt's (a Retry-After is still obeyed).
             deadline = control.deadline()
-            remaining = deadline - clock()
-            if not last_try and deadline < give_up_at and 0 < remaining <= seconds:
-                last_try = True
-                return remaining / 2
+            seconds, last_try = next_wait(
+                float(backoff(state)),
+                retry_after=error.retry_after if isinstance(error, DeliveryError) else None,
+                spread=_random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD),
+                closing=deadline < give_up_at,
+                left=deadline - clock(),
+                last_try=last_try,
+            )
             return seconds
 
         def stop(state: tenacity.RetryCallState) -> bool:
@@ -701,6 +696,31 @@ class HTTPTransport:
                 )
                 error.args = (error.message,)
             raise
+
+
+def next_wait(
+    backoff: float,
+    *,
+    retry_after: Optional[float],
+    spread: float,
+    closing: bool,
+    left: float,
+    last_try: bool,
+) -> tuple[float, bool]:
+    """The wait before the next attempt, and whether the close's last attempt is now taken.
+
+    ``backoff`` is the exponential backoff's; a ``Retry-After`` is a lower bound on it, never a
+    replacement ("Retry-After: 0" must not mean a hot loop), stretched by ``spread`` (1 to 1.2)
+    so that the clients a rate limit turned away together do not come back together. While a
+    close drains (``closing``) there is no later for these records: a backoff that would end
+    past its deadline (``left`` seconds away) would give them up with time left, so once it is
+    cut to half of that time, and the other half is the last attempt's.
+    """
+    if retry_after is not None and retry_after > backoff:
+        return retry_after * spread, last_try
+    if closing and not last_try and 0 < left <= backoff:
+        return left / 2, True
+    return backoff, last_try
 
 
 def _is_retryable(error: BaseException) -> bool:

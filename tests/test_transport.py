@@ -1115,3 +1115,35 @@ def test_a_key_in_a_redirects_location_is_redacted(key: str) -> None:
     assert isinstance(error, APIError)
     assert "http://localhost/v4/[redacted]/feedback" in error.message
     assert_no_spelling_of(key, error)
+
+
+def test_the_retry_schedule_as_plain_arithmetic() -> None:
+    """next_wait, with no clock or network: the backoff, a Retry-After as a lower bound (spread
+    so that turned-away clients do not return together), and a close's one last attempt."""
+    from humanloop_logging.transport import next_wait
+
+    def wait(
+        backoff: float,
+        retry_after: Optional[float] = None,
+        *,
+        closing: bool = False,
+        left: float = 100.0,
+        last_try: bool = False,
+    ) -> tuple[float, bool]:
+        return next_wait(
+            backoff,
+            retry_after=retry_after,
+            spread=1.1,
+            closing=closing,
+            left=left,
+            last_try=last_try,
+        )
+
+    assert wait(0.5) == (0.5, False)
+    assert wait(0.5, 2.0) == (2.0 * 1.1, False)
+    assert wait(3.0, 0.0) == (3.0, False)  # never a hot loop
+    assert wait(3.0, closing=True, left=4.0) == (3.0, False)  # it ends before the deadline
+    assert wait(5.0, closing=True, left=4.0) == (2.0, True)  # half the time left ...
+    assert wait(5.0, closing=True, left=4.0, last_try=True) == (5.0, True)  # ... once
+    assert wait(5.0, 9.0, closing=True, left=4.0) == (9.0 * 1.1, False)  # obeyed, not cut
+    assert wait(5.0, closing=True, left=0.0) == (5.0, False)  # no time left: stop decides

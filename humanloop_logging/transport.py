@@ -1,8 +1,10 @@
-"""HTTP transport: one ``requests`` connection pool, tenacity retries, and the only place errors are mapped.
+"""HTTP transport: one ``requests`` connection pool, and tenacity retries within a deadline.
 
-``requests`` exceptions never leave this module: every failure becomes a DeliveryError subclass that
-says whether it is worth retrying. The transport knows nothing of queues or logging records; it
-sends one JSON array and either returns or raises.
+``requests`` exceptions never leave this module: every request runs inside
+``_http_errors.mapped_errors``, so each failure becomes a DeliveryError subclass that says whether
+it is worth retrying, and an answer is read with the key redacted (``_redaction``) before any of
+it is shown. The transport knows nothing of queues or logging records; it sends one JSON array and
+either returns or raises.
 """
 
 from __future__ import annotations
@@ -11,15 +13,12 @@ import contextlib
 import json
 import math
 import random
-import re
-import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Optional, Protocol, TypeVar
+from typing import Any, Optional, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -27,6 +26,8 @@ import requests.utils
 import tenacity
 
 from ._guard import Guard, GuardedAdapter, start_watchdog, time_limit
+from ._http_errors import Target, mapped_errors, where
+from ._redaction import key_pattern
 from ._version import __version__
 from .exceptions import (
     APIError,
@@ -119,53 +120,6 @@ def _http_date(value: str) -> Optional[float]:
         return None
 
 
-#: How JSON may write a character with a short escape of its own (``/`` is optional, but some
-#: servers escape it).
-_JSON_SHORT = {
-    '"': b'\\"',
-    "\\": b"\\\\",
-    "/": b"\\/",
-    "\b": b"\\b",
-    "\f": b"\\f",
-    "\n": b"\\n",
-    "\r": b"\\r",
-    "\t": b"\\t",
-}
-
-
-def _hex(number: int, width: int) -> bytes:
-    """A pattern for ``number`` in hexadecimal, in upper or lower case."""
-    digits = f"{number:0{width}x}"
-    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in digits).encode("ascii")
-
-
-def _spellings(char: str) -> list[bytes]:
-    """Patterns for one character of the key as a server may echo it: as sent (latin-1, as the
-    header goes out) or as UTF-8; JSON-escaped; percent-encoded."""
-    utf8 = char.encode("utf-8", "surrogatepass")
-    code = ord(char)
-    units = (
-        [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
-    )
-    found = [b"".join(b"\\\\u" + _hex(unit, 4) for unit in units)]
-    if char in _JSON_SHORT:
-        found.append(re.escape(_JSON_SHORT[char]))
-    found.append(b"".join(b"%" + _hex(byte, 2) for byte in utf8))
-    if char == " ":
-        found.append(b"\\+")
-    found.append(re.escape(utf8))
-    if 0x80 <= code <= 0xFF:
-        found.append(re.escape(bytes([code])))
-    return found
-
-
-def key_pattern(key: str) -> re.Pattern[bytes]:
-    """What finds ``key`` in an answer, however it is spelt there, even one character one way and
-    the next another: a server or proxy echoing the request may have JSON-escaped it (a quote,
-    a backslash, anything non-ASCII) or percent-encoded it (in a URL, a form)."""
-    return re.compile(b"".join(b"(?:" + b"|".join(_spellings(char)) + b")" for char in key))
-
-
 def _message(body: bytes) -> str:
     """The service's words from an error body: ``detail`` when it is JSON, else a text excerpt."""
     try:
@@ -191,212 +145,8 @@ def _details(body: bytes) -> list[dict[str, Any]]:
     return [entry for entry in detail if isinstance(entry, dict)]
 
 
-def where(url: str) -> str:
-    """``url`` as it may be shown: scheme, host, port and path, never user info or a query."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        port = parts.port
-    except ValueError:
-        return url.split("?", 1)[0].rsplit("@", 1)[-1]
-    if not host:
-        return url.split("?", 1)[0].rsplit("@", 1)[-1]
-    shown = f"[{host}]" if ":" in host else host
-    if port is not None:
-        shown = f"{shown}:{port}"
-    return f"{parts.scheme}://{shown}{parts.path}"
-
-
-def host_port(url: str) -> str:
-    """``host:port`` of ``url``, the port filled in from the scheme when the URL has none."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return where(url)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps: causes, contexts, urllib3's ``reason`` and exception args."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked += list(current.args)
-        stack += [item for item in linked if isinstance(item, BaseException)]
-
-
-_E = TypeVar("_E", bound=BaseException)
-
-
-def _first(exc: BaseException, kind: type[_E]) -> Optional[_E]:
-    return next((item for item in _chain(exc) if isinstance(item, kind)), None)
-
-
-def _tls_reason(error: ssl.SSLError) -> str:
-    """What went wrong in a handshake, in OpenSSL's words (never anything of the request)."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        verify = getattr(error, "verify_message", None)
-        return f"certificate verify failed: {verify}" if verify else "certificate verify failed"
-    reason = getattr(error, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason.replace("_", " ").lower()
-    return type(error).__name__
-
-
-class _Target:
-    """Where one transport sends, in the words its errors use."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.where = where(url)
-        self.host_port = host_port(url)
-        base = url[: -len("/feedback")] if url.endswith("/feedback") else url
-        self.base_url = where(base)
-        try:
-            self.host = urlsplit(url).hostname or self.host_port
-        except ValueError:
-            self.host = self.host_port
-
-    def proxy(self) -> str:
-        """host:port of the proxy requests would use for this URL, from the environment."""
-        try:
-            proxy = requests.utils.select_proxy(
-                self.url, requests.utils.get_environ_proxies(self.url)
-            )
-        except Exception:  # only for a message: never fail over it
-            proxy = None
-        return host_port(proxy) if proxy else "the proxy"
-
-    def transport_error(self, exc: requests.RequestException, timeout: float) -> TransportError:
-        """Our error for one of requests' exceptions: what happened, where, and what to check."""
-        post = f"POST {self.where}"
-        if isinstance(
-            exc,
-            (
-                requests.exceptions.InvalidURL,
-                requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema,
-                requests.exceptions.URLRequired,
-            ),
-        ):
-            return TransportError(
-                f"cannot send to {post}: the URL is not valid ({type(exc).__name__}); "
-                "check base_url",
-                category="url",
-                url=self.where,
-            )
-        if isinstance(exc, requests.exceptions.ProxyError):
-            inner = _first(exc, ConnectionRefusedError)
-            why = "connection refused" if inner is not None else _reason(exc)
-            return TransportError(
-                f"cannot reach Humanloop through {self.proxy()} ({why}) for {post}: check "
-                "HTTPS_PROXY / HTTP_PROXY (and NO_PROXY)",
-                category="proxy",
-                url=self.where,
-            )
-        tls = _first(exc, ssl.SSLError)
-        if tls is not None or isinstance(exc, requests.exceptions.SSLError):
-            why = _tls_reason(tls) if tls is not None else "handshake failed"
-            fix = (
-                "if a proxy or firewall on this network re-signs TLS, set REQUESTS_CA_BUNDLE to "
-                "its CA bundle"
-                if isinstance(tls, ssl.SSLCertVerificationError)
-                else "does the host and port in base_url speak HTTPS?"
-            )
-            return TransportError(
-                f"TLS with {self.host_port} failed ({why}) for {post}: {fix}",
-                category="tls",
-                url=self.where,
-            )
-        if _first(exc, socket.gaierror) is not None:
-            return TransportError(
-                f"cannot reach Humanloop: the host name {self.host} could not be resolved "
-                f"(DNS) for {post}: check the host in base_url",
-                category="dns",
-                url=self.where,
-            )
-        if _first(exc, ConnectionRefusedError) is not None:
-            return TransportError(
-                f"cannot reach Humanloop at {self.host_port} (connection refused) for {post}: "
-                "is the service running, and are host and port in base_url right?",
-                category="refused",
-                url=self.where,
-            )
-        if isinstance(exc, requests.ConnectTimeout):
-            return TransportError(
-                f"timed out: no connection to {self.host_port} within timeout={timeout:g}s for "
-                f"{post}: is a firewall dropping the traffic, and are host and port in base_url "
-                "right?",
-                category="timeout",
-                url=self.where,
-            )
-        if isinstance(exc, requests.Timeout):
-            return TransportError(
-                f"timed out: no answer from {self.host_port} within timeout={timeout:g}s for "
-                f"{post}: the service (or a proxy on the way) is slow or hanging",
-                category="timeout",
-                url=self.where,
-            )
-        if isinstance(exc, requests.ConnectionError):
-            return TransportError(
-                f"the connection to {self.host_port} was closed before an answer came "
-                f"({_reason(exc)}) for {post}",
-                category="reset",
-                url=self.where,
-            )
-        return TransportError(
-            f"request failed ({type(exc).__name__}) for {post}", category="delivery", url=self.where
-        )
-
-    def cut_off(self, timeout: float, *, closing: bool) -> TransportError:
-        if closing:
-            return TransportError(
-                f"cut off at the close deadline: POST {self.where} was still waiting for "
-                f"{self.host_port} when close() (or the exit hook) ran out of time",
-                category="closing",
-                url=self.where,
-            )
-        return TransportError(
-            f"timed out in total: POST {self.where} got no whole answer from {self.host_port} "
-            f"within timeout={timeout:g}s; the service, or a proxy on the way, is hanging or "
-            "trickling its answer",
-            category="timeout",
-            url=self.where,
-        )
-
-
-@contextlib.contextmanager
-def _mapped_errors(guard: Guard, target: _Target, timeout: float, closing: bool) -> Iterator[None]:
-    """Turn requests' exceptions into ours, dropping them as causes: they carry the headers.
-
-    ``closing``: the time limit is what the close deadline left, not ``timeout``.
-    """
-    try:
-        yield
-    except requests.RequestException as exc:
-        if guard.fired or (closing and isinstance(exc, requests.Timeout)):
-            raise target.cut_off(timeout, closing=closing or guard.cut_short) from None
-        raise target.transport_error(exc, timeout) from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause's class name: enough to tell refused from reset without leaking."""
-    seen = exc
-    while seen.__context__ is not None and seen.__context__ is not seen:
-        seen = seen.__context__
-    inner = seen.args[0] if seen.args else seen
-    return type(inner).__name__ if isinstance(inner, BaseException) else type(seen).__name__
-
-
 Wait = Callable[[tenacity.RetryCallState], float]
+
 
 #: 0.25 s doubling to 10 s, plus up to 0.5 s of jitter so that many clients do not retry in step.
 DEFAULT_WAIT: Wait = tenacity.wait_exponential(multiplier=0.25, max=10.0) + tenacity.wait_random(
@@ -432,7 +182,7 @@ class HTTPTransport:
         self._wait: Wait = DEFAULT_WAIT if wait is None else wait
         self._clock = clock
         self._connections = connections
-        self._target = _Target(url)
+        self._target = Target(url)
         self._settle()
         self._adapter = self._new_adapter()
         self._lock = threading.Lock()
@@ -523,7 +273,7 @@ class HTTPTransport:
             )
         timeout = min(self.timeout, remaining)
         closing = remaining < self.timeout
-        with time_limit(timeout) as guard, _mapped_errors(guard, self._target, timeout, closing):
+        with time_limit(timeout) as guard, mapped_errors(guard, self._target, timeout, closing):
             with self._lock:
                 self._guards.add(guard)
             try:

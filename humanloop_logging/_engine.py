@@ -6,6 +6,7 @@ A coordinator of parts with one job each:
 - ``_memory.Memory`` or ``_spooling.Spooled``: where records wait, and the flush thread's round;
 - ``_sending.Sending``: validating and delivering a batch (``_delivery`` decides the requests);
 - ``_workers``: the threads, and which thread is ours;
+- ``_giving_up``: what a close gives up on, and what a full queue drops, counted and said;
 - ``_lifecycle``: drains every engine however the process ends.
 
 The flush thread runs only while there is work: it is started by the first record, ends when a
@@ -22,28 +23,24 @@ thread that stops or seen to need a thread of its own.
 from __future__ import annotations
 
 import collections
-import json
-import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
-from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from . import _batching as batching
 from . import _lifecycle, _workers
 from ._config import Settings
 from ._flow import Turns
+from ._giving_up import GivingUp
 from ._ledger import FeedbackStats, Ledger
 from ._memory import GRACE, Memory, data_ids
-from ._record import DATA_ID, Captured, safe_repr, to_payloads
+from ._record import Captured
 from ._report import ErrorCallback, Reporter
 from ._sending import NO_DISK, Sending
 from ._spool_sender import UPKEEP_EVERY
 from ._spooling import Spooled
 from ._workers import HELP, own
-from .exceptions import DeliveryError, QueueFullError
 
 if TYPE_CHECKING:
     from ._spool import Spool
@@ -111,8 +108,13 @@ class Engine:
         self.idle = True
         self.generation = 0  # of the flush thread: an older one that outlived a close ends
         self._thread: Optional[threading.Thread] = None
-        self._dropped_reported = 0
-        self._unreported: list[DeliveryError] = []  # written off, reported outside the lock
+        self.giving_up = GivingUp(
+            self.books,
+            self.reporter,
+            self.cond,
+            self.settings.default_user,
+            self.settings.max_queue_size,
+        )
 
     def exit_timeout(self) -> float:
         return self.settings.exit_timeout
@@ -271,59 +273,14 @@ class Engine:
     def current(self, epoch: int) -> bool:
         return epoch == self.books.epoch
 
-    # -- what is given up on, and said ---------------------------------------------------------
+    # -- what is given up on, and said ----------------------------------------------------------
 
     def write_off_locked(self, left: list[Captured], reason: str) -> None:
-        """Count as failed what is unfinished, queued (``left``) or in flight; report it later.
-
-        A send still in flight is written off: when it ends, its outcome is no longer counted
-        (its epoch has passed), so every record stays in exactly one bucket. The report waits
-        for ``report_written_off``, outside the lock.
-        """
-        unfinished = self.books.write_off(len(left))
-        if not unfinished:
-            return
-        self.cond.notify_all()
-        in_flight = unfinished - len(left)
-        detail = f"; {in_flight} were in a request that did not end" if in_flight else ""
-        self._unreported.append(
-            DeliveryError(
-                f"gave up on feedback: {reason}{detail}",
-                count=unfinished,
-                read_records=partial(self._bodies_of, left),
-            )
-        )
-
-    def report_written_off(self) -> None:
-        with self.lock:
-            errors, self._unreported = self._unreported, []
-        for error in errors:
-            self.reporter.report(error, kind="abandon", level=logging.ERROR)
-
-    def _bodies_of(self, items: list[Captured]) -> list[Mapping[str, Any]]:
-        """What would have been sent, for reports, then what could be read of the invalid ones.
-
-        At exit this may be the whole queue: validated as one batch and read back in one
-        ``json`` call, it costs about a second less for 100,000 records than one by one, and
-        still a third of a second, so a write-off reads it only when its ``records`` are asked
-        for (after the deadline, and only if someone asks).
-        """
-        try:
-            texts, errors = to_payloads(items, self.settings.default_user)
-        except Exception:  # never lose the report over it
-            return [{"data_id": safe_repr(item[DATA_ID])} for item in items]
-        bodies: list[Mapping[str, Any]] = json.loads(f"[{','.join(texts)}]")
-        return bodies + [error.record for error in errors]
+        self.giving_up.write_off_locked(left, reason)
 
     def housekeeping(self) -> None:
-        """Say once per burst that records were dropped, from the queue or the spool."""
-        dropped = self.books.dropped
-        if dropped > self._dropped_reported:
-            self.reporter.report(
-                QueueFullError(dropped - self._dropped_reported, self.settings.max_queue_size),
-                kind="drop",
-            )
-            self._dropped_reported = dropped
+        """Say what was given up on or dropped, from the queue or the spool, once each."""
+        self.giving_up.report()
         if isinstance(self.pipeline, Spooled):
             self.pipeline.housekeeping()
 
@@ -388,7 +345,7 @@ class Engine:
         if deadline == math.inf:
             # Another close ended this one's work already, and any thread running now was
             # started by a later record: it is not this close's to wait for, or to write off.
-            self.report_written_off()
+            self.giving_up.report()
             self.reporter.release_held()
             return True
         if stranded:  # no thread could be started for these: this close sends them
@@ -424,7 +381,7 @@ class Engine:
                 self.deadline = math.inf
         if late is not None:
             late()
-        self.report_written_off()
+        self.giving_up.report()
         self.transport.close()
         self.reporter.release_held()
         return self.books.written_off == written_off

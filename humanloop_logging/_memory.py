@@ -81,7 +81,6 @@ class Memory:
         engine = self.engine
         taken = self._next_batch(generation)
         if taken is None:
-            engine.report_written_off()
             engine.housekeeping()
             return False
         batch, epoch, turn = taken

@@ -504,7 +504,7 @@ def test_what_a_close_gives_up_on_is_written_out_only_when_asked_for(
         validated.append(len(items))
         return to_payloads(items, default_user)
 
-    monkeypatch.setattr("humanloop_logging._engine.to_payloads", counting)
+    monkeypatch.setattr("humanloop_logging._giving_up.to_payloads", counting)
 
     assert not rig.shipper.close(timeout=0.3)
 

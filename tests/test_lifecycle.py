@@ -7,7 +7,6 @@ import json
 import linecache
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,14 +14,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import child_env, closed_port_base_url, data_ids, humanloop_env
 
 from humanloop_logging.testing import FakeHumanloop
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -69,16 +66,10 @@ class Finished:
 
 def run_script(body: str, env: Mapping[str, str], timeout: float = 30.0) -> Finished:
     """Run PRELUDE + body in a fresh interpreter that imports this checkout."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANLOOP_")}
-    child_env.pop("PYTEST_CURRENT_TEST", None)
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-    )
-    child_env.update(env)
     script = PRELUDE + textwrap.dedent(body)
     result = subprocess.run(
         [sys.executable, "-c", script],
-        env=child_env,
+        env=child_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -89,21 +80,7 @@ def run_script(body: str, env: Mapping[str, str], timeout: float = 30.0) -> Fini
 
 
 def env_for(fake: FakeHumanloop, **settings: Any) -> dict[str, str]:
-    env = {"HUMANLOOP_API_KEY": fake.api_key, "HUMANLOOP_BASE_URL": fake.base_url}
-    for name, value in settings.items():
-        env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
-    return env
-
-
-def closed_port_base_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v4"
-
-
-def counts(fake: FakeHumanloop) -> collections.Counter[str]:
-    return collections.Counter(item["data_id"] for item in fake.received)
+    return humanloop_env(fake.api_key, fake.base_url, **settings)
 
 
 def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> None:
@@ -121,7 +98,7 @@ def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> 
 
     assert result.returncode == 0, result.stderr
     assert result.stats("BEFORE-EXIT")["pending"] == 50
-    assert counts(fake_humanloop) == collections.Counter(f"dp-{index}" for index in range(50))
+    assert data_ids(fake_humanloop) == collections.Counter(f"dp-{index}" for index in range(50))
     assert "Traceback" not in result.stderr
 
 
@@ -238,7 +215,7 @@ def test_forked_child_sends_its_own_records_and_not_its_parents(
     assert (child["enqueued"], child["sent"], child["pending"]) == (2, 2, 0)
     parent = result.stats("PARENT")
     assert (parent["enqueued"], parent["sent"], parent["pending"]) == (3, 0, 3)
-    assert counts(fake_humanloop) == collections.Counter(
+    assert data_ids(fake_humanloop) == collections.Counter(
         ["parent-0", "parent-1", "parent-2", "child-0", "child-1"]
     )
 
@@ -282,7 +259,7 @@ def test_a_forked_child_asks_the_system_for_no_proxy_settings(
     assert result.line("CHILD-STATUS") == "0"
     assert result.line("CHILD-FLUSHED") == "True"
     assert result.line("CHILD-ASKED") == "0"
-    assert counts(fake_humanloop) == collections.Counter(["child-0"])
+    assert data_ids(fake_humanloop) == collections.Counter(["child-0"])
 
 
 def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
@@ -313,7 +290,7 @@ def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
     assert result.line("FLUSHED") == "True"
     stats = result.stats("STATS")
     assert (stats["enqueued"], stats["sent"], stats["rejected"], stats["pending"]) == (4, 3, 1, 0)
-    assert counts(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
     assert [r.status for r in fake_humanloop.requests] == [503, 200]
 
 

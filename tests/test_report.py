@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from collections.abc import Iterator
 
 import pytest
 import tenacity
+from support import free_port
 
 from humanloop_logging import DeliveryError, TransportError
 from humanloop_logging._report import Reporter, _heard_elsewhere, logger
@@ -287,9 +287,7 @@ class ReportingControl:
 
 def test_a_closed_port_is_announced_at_the_first_failure(heard: ListHandler) -> None:
     """Nothing listening: one warning at the first failure naming host, port and the fix."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     clock = Clock()
     reporter = Reporter(None)
     control = ReportingControl(clock, reporter)

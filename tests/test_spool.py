@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from support import ROOT, child_env
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
 from humanloop_logging.exceptions import SpoolError
 from humanloop_logging.testing import FakeHumanloop
-
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,7 +75,7 @@ class Child:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", prelude + textwrap.dedent(code)],
             cwd=ROOT,
-            env={**os.environ, "PATH_": path, "PYTHONPATH": str(ROOT)},
+            env=child_env(PATH_=path),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

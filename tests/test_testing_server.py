@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,10 +15,10 @@ from typing import Any, Optional, Union
 
 import pytest
 import requests
+from support import child_env
 
 from humanloop_logging.testing import FakeHumanloop
 
-ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("type", "value", "data_id", "user", "created_at", "unset")
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,9 +57,8 @@ def post_raw(
 
 def clean_env() -> dict[str, str]:
     """The environment for child interpreters: this checkout importable, plugins autoloaded."""
-    env = dict(os.environ)
+    env = child_env()
     env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 

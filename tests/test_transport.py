@@ -27,6 +27,7 @@ import requests
 import tenacity
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support import closed_port_base_url, free_port
 
 import humanloop_logging
 from humanloop_logging import (
@@ -152,17 +153,9 @@ def transport_for(
     )
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (it was bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    return f"http://127.0.0.1:{free_port()}/v4/feedback"
+    """A loopback feedback URL nothing listens on."""
+    return f"{closed_port_base_url()}/feedback"
 
 
 def send_and_catch(

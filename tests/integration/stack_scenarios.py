@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from support import closed_port_base_url, free_port
+
 from humanloop_logging.testing import FakeHumanloop
 from integration.integration_support import (
     APPS,
@@ -29,8 +31,6 @@ from integration.integration_support import (
     Running,
     assert_ended,
     child_env,
-    closed_port_base_url,
-    free_port,
     get_all,
     python,
     received_counts,

@@ -24,12 +24,12 @@ from reliability_support import (
     Cleanup,
     ErrorLog,
     Finished,
-    closed_port_base_url,
     find_thread,
     received_counts,
     run_python,
     settings_env,
 )
+from support import closed_port_base_url
 
 from humanloop_logging import FeedbackHandler, FeedbackProcessor, FeedbackShipper, TransportError
 from humanloop_logging.testing import FakeHumanloop

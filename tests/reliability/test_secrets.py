@@ -19,9 +19,9 @@ from reliability_support import (
     ErrorLog,
     RawServer,
     assert_no_secret,
-    closed_port_base_url,
     exception_renderings,
 )
+from support import closed_port_base_url
 
 from humanloop_logging import (
     APIError,

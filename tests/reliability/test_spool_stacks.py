@@ -30,12 +30,12 @@ from reliability_support import (
     Child,
     Finished,
     accepted_requests,
-    closed_port_base_url,
     find_duplicates,
     received_counts,
     run_python,
     settings_env,
 )
+from support import closed_port_base_url
 
 from humanloop_logging._spool import read_status
 from humanloop_logging.testing import FakeHumanloop, RecordedRequest

@@ -9,13 +9,13 @@ import logging
 import math
 import os
 import pathlib
-import threading
 import typing
 from collections.abc import Iterator
 from itertools import takewhile
 from typing import Any, Optional, Union
 
 import pytest
+from support import flush_threads
 
 from humanloop_logging import (
     ConfigurationError,
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.timeout(30)
 
 SECRET = "hl-SECRET-51d0c2aa9e"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FLUSH_THREAD = "humanloop-feedback-flush"
 
 _names = itertools.count()
 
@@ -79,10 +78,6 @@ def shippers() -> Iterator[Shippers]:
 def send_one(shipper: FeedbackShipper, data_id: str = "dp-1") -> None:
     event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
     FeedbackProcessor(shipper=shipper)(None, "info", event)
-
-
-def live_flush_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == FLUSH_THREAD and t.is_alive()}
 
 
 # -- fallbacks -----------------------------------------------------------------------------------
@@ -444,14 +439,14 @@ def test_bad_fields_are_refused(fields: Any) -> None:
 
 def test_a_refused_handler_leaves_no_thread_behind() -> None:
     """A handler refused at construction (bad fields) does not leave a flush thread running."""
-    before = live_flush_threads()
+    before = flush_threads()
     with pytest.raises(ConfigurationError):
         FeedbackHandler(api_key="hl-key", fields={"kind": "x"})
     gc.collect()
 
-    for thread in live_flush_threads() - before:
+    for thread in flush_threads(before):
         thread.join(2.0)
-    assert live_flush_threads() - before == set()
+    assert flush_threads(before) == []
 
 
 # -- the public signatures ------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import Rig, Rigs
 
-from humanloop_logging import FeedbackProcessor, FeedbackShipper
 from humanloop_logging._flow import Turns, Window
-from humanloop_logging.testing import ErrorLog, FakeHumanloop
+from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -134,33 +134,11 @@ def test_a_written_off_batch_stops_waiting() -> None:
 # -- in a shipper ----------------------------------------------------------------------------------
 
 
-class Rig:
-    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
-        options: dict[str, Any] = {
-            "api_key": fake.api_key,
-            "base_url": fake.base_url,
-            "flush_interval": 60.0,
-            "max_retry_time": 20.0,
-            "on_error": ErrorLog(),
-        }
-        options.update(settings)
-        self.shipper = FeedbackShipper(**options)
-        self._processor = FeedbackProcessor(shipper=self.shipper)
-
-    def send(self, data_id: str, **fields: Any) -> None:
-        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
-        event["value"] = "good"
-        event.update(fields)
-        self._processor(None, "info", event)
-
-
 @pytest.fixture
-def rigs(fake_humanloop: FakeHumanloop) -> Iterator[list[Rig]]:
-    made: list[Rig] = []
-    yield made
-    fake_humanloop.clear()  # let hanging requests go
-    for rig in made:
-        rig.shipper.close(timeout=2.0)
+def make(fake_humanloop: FakeHumanloop) -> Iterator[Rigs]:
+    with Rigs(fake_humanloop, max_retry_time=20.0) as rigs:
+        yield rigs
+        fake_humanloop.clear()  # let hanging requests go
 
 
 def in_flight(fake: FakeHumanloop, rig: Rig, expected: int) -> int:
@@ -177,12 +155,11 @@ def in_flight(fake: FakeHumanloop, rig: Rig, expected: int) -> int:
 
 @pytest.mark.parametrize("max_in_flight", [1, 3, None], ids=["one", "three", "default-4"])
 def test_requests_in_flight_are_bounded_by_max_in_flight(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig], max_in_flight: Any
+    fake_humanloop: FakeHumanloop, make: Rigs, max_in_flight: Any
 ) -> None:
     """With a backlog, exactly max_in_flight requests (default 4) are in flight, never more;
     when they are answered, everything arrives once."""
-    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=max_in_flight)
-    rigs.append(rig)
+    rig = make(batch_size=5, max_in_flight=max_in_flight)
 
     expected = max_in_flight or 4
     assert in_flight(fake_humanloop, rig, expected) == expected
@@ -196,13 +173,12 @@ def test_requests_in_flight_are_bounded_by_max_in_flight(
 
 
 def test_a_second_request_starts_only_for_more_than_one_request_carries(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """While a request is in flight, a full batch waiting starts no second request: against a
     fast service the first is back at once, and another thread would only share the GIL. A
     full request's worth (5 batch sizes) waiting does start one, and it carries all of it."""
-    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=4)
-    rigs.append(rig)
+    rig = make(batch_size=5, max_in_flight=4)
     fake_humanloop.hang_next(1)
     for n in range(5):
         rig.send(f"dp-{n}")
@@ -225,11 +201,10 @@ def test_a_second_request_starts_only_for_more_than_one_request_carries(
 
 
 def test_a_503_narrows_the_window_for_what_follows(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """After a 503, the next burst has half as many requests in flight (AIMD), not four."""
-    rig = Rig(fake_humanloop, batch_size=1)
-    rigs.append(rig)
+    rig = make(batch_size=1)
     fake_humanloop.fail_next(1, 503, retry_after=0.01)
     rig.send("dp-first")
     assert rig.shipper.flush(10)
@@ -241,12 +216,11 @@ def test_a_503_narrows_the_window_for_what_follows(
 
 
 def test_feedback_about_one_data_id_is_never_reordered(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """An unset waits for the rating it unsets, even while that one's request hangs; feedback
     about other records goes past both meanwhile."""
-    rig = Rig(fake_humanloop, batch_size=2, max_in_flight=4)
-    rigs.append(rig)
+    rig = make(batch_size=2, max_in_flight=4)
     fake_humanloop.hang_next(1)  # the first request, with the rating, hangs
     rig.send("dp-x", value="good")
     rig.send("dp-a")
@@ -298,12 +272,11 @@ def test_a_close_deadline_ends_a_pause() -> None:
 
 
 def test_while_narrowed_a_batch_waits_to_be_fuller(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """After a 503 halves the window (4 to 2), a batch is due at twice batch_size: a process
     behind a rate limit sends fewer, bigger requests."""
-    rig = Rig(fake_humanloop, batch_size=5)
-    rigs.append(rig)
+    rig = make(batch_size=5)
     fake_humanloop.fail_next(1, 503, retry_after=0.01)
     rig.send("dp-first")
     assert rig.shipper.flush(10)

@@ -9,10 +9,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import tenacity
+from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads, wait_until
 
 from humanloop_logging import (
     APIError,
@@ -33,74 +34,13 @@ from humanloop_logging.transport import HTTPTransport
 pytestmark = pytest.mark.timeout(30)
 
 
-FLUSH_THREAD = "humanloop-feedback-flush"
-
-
-class Rig:
-    """A shipper on the stand-in, fed through a FeedbackProcessor (the thinnest adapter)."""
-
-    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
-        self.fake = fake
-        self.errors = ErrorLog()
-        options: dict[str, Any] = {
-            "api_key": fake.api_key,
-            "base_url": fake.base_url,
-            "flush_interval": 60.0,
-            "max_retry_time": 10.0,
-            "on_error": self.errors,
-        }
-        options.update(settings)
-        self.shipper = FeedbackShipper(**options)
-        self._processor = FeedbackProcessor(shipper=self.shipper)
-
-    def send(self, data_id: str, **fields: Any) -> None:
-        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
-        event.setdefault("value", "good")
-        event.update(fields)
-        self._processor(None, "info", event)
-
-    def stats(self) -> FeedbackStats:
-        stats = self.shipper.stats()
-        assert_consistent(stats)
-        return stats
-
-
-Make = Callable[..., Rig]
+Make = Rigs
 
 
 @pytest.fixture
 def make(fake_humanloop: FakeHumanloop) -> Iterator[Make]:
-    made: list[Rig] = []
-
-    def build(**settings: Any) -> Rig:
-        rig = Rig(fake_humanloop, **settings)
-        made.append(rig)
-        return rig
-
-    yield build
-    for rig in made:
-        rig.shipper.close(timeout=2.0)
-
-
-def assert_consistent(stats: FeedbackStats) -> None:
-    assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
-    ), stats
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll a condition the library exposes no event for (a counter), up to ``timeout``."""
-    end = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        pause.wait(0.005)
-    return True
-
-
-def ids(fake: FakeHumanloop) -> collections.Counter[str]:
-    return collections.Counter(item["data_id"] for item in fake.received)
+    with Rigs(fake_humanloop) as rigs:
+        yield rigs
 
 
 def gaps(fake: FakeHumanloop) -> list[float]:
@@ -142,7 +82,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
     assert rig.shipper.flush(15.0)
 
     valid = [data_id for data_id in first + second if "bad" not in data_id]
-    assert ids(fake) == collections.Counter(valid)
+    assert data_ids(fake) == collections.Counter(valid)
     rejected = rig.errors.of(UnprocessableEntityError)
     assert sorted(str(record["data_id"]) for e in rejected for record in e.records) == [
         "dp-bad-1",
@@ -177,15 +117,12 @@ def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make
     """No thread until feedback arrives; then one daemon humanloop-feedback-flush, gone after
     close(), and a new one for the next record."""
 
-    def flush_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
-
     before = set(threading.enumerate())
     rig = make()
-    assert flush_threads() == []
+    assert flush_threads(before) == []
 
     rig.send("dp-0")
-    new = flush_threads()
+    new = flush_threads(before)
     assert [thread.name for thread in new] == [FLUSH_THREAD]
     assert new[0].daemon
 
@@ -194,11 +131,11 @@ def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make
     assert not new[0].is_alive()
 
     rig.send("dp-1")
-    again = flush_threads()
+    again = flush_threads(before)
     assert [thread.name for thread in again] == [FLUSH_THREAD]
     assert again[0] is not new[0]
     assert rig.shipper.close()
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-1"])
 
 
 # -- batching and flushing ------------------------------------------------------------------------
@@ -216,7 +153,7 @@ def test_full_batches_go_without_flush(make: Make) -> None:
     assert rig.shipper.flush(5.0)
     assert [r.item_count for r in rig.fake.requests] == [5, 2]
     assert all(r.batch for r in rig.fake.requests)
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(7))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(7))
 
 
 def test_a_part_batch_waits_for_its_interval(make: Make) -> None:
@@ -245,7 +182,7 @@ def test_a_backlog_goes_in_requests_of_up_to_five_batch_sizes(make: Make) -> Non
     rig.fake.clear()  # the hanging request is dropped, and sent again
     assert rig.shipper.flush(10.0)
     assert [r.item_count for r in rig.fake.requests] == [5, 25, 25, 10]
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(65))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(65))
 
 
 def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
@@ -322,8 +259,8 @@ def test_stats_invariant_holds_under_concurrent_logging(make: Make) -> None:
     stats = rig.stats()
     assert stats.enqueued == 4 * (250 + 3)
     assert (stats.pending, stats.failed) == (0, 0)
-    assert sum(ids(rig.fake).values()) == stats.sent
-    assert max(ids(rig.fake).values()) == 1
+    assert sum(data_ids(rig.fake).values()) == stats.sent
+    assert max(data_ids(rig.fake).values()) == 1
 
 
 # -- the bounded queue ----------------------------------------------------------------------------
@@ -339,7 +276,7 @@ def test_full_queue_drops_new_records_and_warns_once_per_burst(
         rig.send(f"dp-{index}")
 
     assert rig.shipper.flush(5.0)
-    assert sorted(ids(rig.fake)) == [f"dp-{index}" for index in range(5)]
+    assert sorted(data_ids(rig.fake)) == [f"dp-{index}" for index in range(5)]
     full = rig.errors.of(QueueFullError)
     assert [error.dropped for error in full] == [15]
     assert full[0].max_queue_size == 5
@@ -367,7 +304,7 @@ def test_close_drains_and_is_safe_twice(make: Make) -> None:
     assert rig.shipper.close()
     assert rig.shipper.close()
 
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
     assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -383,7 +320,7 @@ def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCapture
         rig.send(f"late-{n}")
     assert rig.shipper.flush(5.0)
 
-    assert ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
+    assert data_ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
     assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
     assert [r for r in caplog.records if r.name == "humanloop_logging"] == []
     assert rig.shipper.close()
@@ -415,7 +352,7 @@ def test_a_record_racing_close_is_never_left_pending(make: Make) -> None:
     # up on what is left, and says so: every record is sent, dropped or given up on, none lost.
     assert stats.enqueued == sent[0] == stats.sent + stats.dropped + stats.failed
     # At most the one batch cut off at a deadline after the stand-in took it arrives unaccounted.
-    assert stats.sent <= sum(ids(rig.fake).values()) <= stats.sent + 7
+    assert stats.sent <= sum(data_ids(rig.fake).values()) <= stats.sent + 7
     assert rig.shipper.close()
 
 
@@ -424,7 +361,7 @@ def test_close_cuts_a_retry_wait_short(make: Make) -> None:
     rig = make(batch_size=1, max_retry_time=60.0)
     rig.fake.fail_next(1, 503, retry_after=30)
     rig.send("dp-1")
-    assert wait_until(lambda: rig.shipper.stats().retried == 1)
+    assert wait_until(lambda: rig.shipper.stats().retried == 1, timeout=5.0)
 
     started = time.monotonic()
     assert rig.shipper.close(timeout=3.0)
@@ -460,7 +397,7 @@ def test_dropped_shipper_drains_and_its_thread_ends(fake_humanloop: FakeHumanloo
         processor(
             None, "info", {"event": "x", "data_id": f"dp-{index}", "type": "rating", "value": 1}
         )
-    [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
+    [thread] = flush_threads(before)
 
     del processor, shipper
     gc.collect()
@@ -468,7 +405,7 @@ def test_dropped_shipper_drains_and_its_thread_ends(fake_humanloop: FakeHumanloo
     assert fake_humanloop.wait_for_items(3)
     thread.join(5.0)
     assert not thread.is_alive()
-    assert ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
 
 
 def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: Make) -> None:
@@ -556,7 +493,7 @@ def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(
         None, "info", {"event": "fb", "data_id": "dp-0", "type": "rating", "value": "good"}
     )
     assert fake_humanloop.wait_for_arrivals(1)
-    [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
+    [thread] = flush_threads(before)
 
     assert not shipper.close(timeout=0.3)
     assert cut_off.wait(10.0)  # the hanging attempt was cut off, and its send waits to retry
@@ -587,7 +524,7 @@ def test_422_removes_only_the_named_item_and_resends_the_rest(make: Make) -> Non
     assert rig.shipper.flush(5.0)
 
     assert [(r.status, r.item_count) for r in rig.fake.requests] == [(422, 3), (200, 2)]
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-2"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-2"])
     [error] = rig.errors.of(UnprocessableEntityError)
     assert error.status == 422
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-bad"]
@@ -625,7 +562,7 @@ def test_422_naming_no_item_is_bisected(make: Make) -> None:
 
     assert [r.item_count for r in rig.fake.requests] == [4, 2, 1, 1, 2]
     assert [r.status for r in rig.fake.requests] == [422, 422, 200, 200, 200]
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
     assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -708,7 +645,7 @@ def test_on_error_that_raises_does_not_stop_delivery(make: Make) -> None:
 
     assert rig.shipper.flush(5.0)
     assert len(calls) == 1
-    assert ids(rig.fake) == collections.Counter(["dp-ok"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-ok"])
 
 
 # -- retries --------------------------------------------------------------------------------------
@@ -794,7 +731,7 @@ def test_reset_connection_is_retried(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
-    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
@@ -807,5 +744,5 @@ def test_timeout_is_retried(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
-    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Optional
 
-from support import child_env, humanloop_env
+from support import child_env, humanloop_env, own_logger
 
 from humanloop_logging import (
     DeliveryError,
@@ -256,9 +256,7 @@ class Cleanup:
 
     def attach(self, logger_name: str, handler: FeedbackHandler) -> logging.Logger:
         """``handler`` on a logger of its own that does not propagate, at DEBUG."""
-        logger = logging.getLogger(logger_name)
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG)
+        logger = own_logger(logger_name)
         logger.addHandler(handler)
         self._steps.append(lambda: logger.removeHandler(handler))
         self.close(handler)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from contextlib import suppress
 from typing import Any, Optional
 
 import pytest
-from support import child_env, free_port
+from support import Control, child_env, free_port
 
 from humanloop_logging import DeliveryError, TransportError, _guard
 from humanloop_logging._guard import WATCHDOG_THREAD
@@ -27,25 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 
 ITEM = {"data_id": "dp-1", "type": "rating", "value": "good"}
 BODY = json.dumps([ITEM]).encode()
-
-
-class Control:
-    """A shipper's SendControl with no close deadline; waits are skipped."""
-
-    def __init__(self, deadline: float = math.inf) -> None:
-        self._deadline = deadline
-
-    def deadline(self) -> float:
-        return self._deadline
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-    def retrying(self, error: DeliveryError, wait: float) -> None:
-        pass
-
-    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
-        return False
 
 
 # -- tiny servers on 127.0.0.1 -------------------------------------------------------------------
@@ -300,16 +280,11 @@ def _child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 _CHILD_PRELUDE = """
-    import json, math, sys, threading, time
+    import json, sys, threading, time
     from humanloop_logging import DeliveryError
     from humanloop_logging._guard import WATCHDOG_THREAD
     from humanloop_logging.transport import HTTPTransport
-
-    class Control:
-        def deadline(self): return math.inf
-        def sleep(self, seconds): pass
-        def retrying(self, error, wait): pass
-        def give_up_early(self, error, attempts): return False
+    from support import Control
 
     def send(url, timeout):
         target = HTTPTransport(api_key="hl-test-key", url=url, timeout=timeout, max_retry_time=0)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support import ROOT, child_env
+from support import ROOT, Clock, child_env
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
@@ -29,17 +29,10 @@ from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = pytest.mark.timeout(60)
 
+#: Where the hand-moved clocks of these tests start.
+NOW = 1_000_000.0
+
 BODY = b'{"data_id":"data_abc","type":"rating","value":"good","user":"user_42"}'
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rows(
@@ -136,7 +129,7 @@ def test_delete_forgets_rows(spool: Spool) -> None:
 
 def test_expire_takes_only_old_rows(path: str) -> None:
     """expire deletes and returns this process's rows older than max_age, nothing else."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(2, created=clock.now - 100))
     spool.append(rows(2, start=2, created=clock.now - 1))
@@ -180,7 +173,7 @@ def test_one_batch_over_the_limit_evicts_itself(path: str) -> None:
 
 def test_status_fields(path: str) -> None:
     """status counts rows, bytes, the oldest age and each owner, on its own connection."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(3, created=clock.now - 7))
     released = Spool(path, max_bytes=10 << 20, clock=clock)
@@ -317,7 +310,7 @@ def test_lease_expiry_adopts_when_the_pid_check_cannot_tell(path: str) -> None:
 
 def test_pid_check_applies_only_on_this_host(path: str) -> None:
     """An owner registered from another host is judged by its lease alone."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(1, prefix="mine"))
     conn = sqlite3.connect(path, isolation_level=None)
@@ -355,7 +348,7 @@ def test_release_makes_rows_adoptable_at_once(spool: Spool, path: str) -> None:
 def test_taking_rows_by_lease_alone_is_noticed(path: str) -> None:
     """Rows taken from an owner only its lease declared dead come with a notice (it may just be
     stopped); that owner, back, keeps working under its own token without them."""
-    slow_clock, clock = Clock(), Clock()
+    slow_clock, clock = Clock(NOW), Clock(NOW)
     slow = Spool(path, max_bytes=10 << 20, lease=30.0, clock=slow_clock)
     slow.append(rows(2, prefix="slow"))
     other = Spool(path, max_bytes=10 << 20, lease=30.0, clock=clock)

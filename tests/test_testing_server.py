@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 
 import pytest
 import requests
-from support import child_env
+from support import Clock, child_env
 
 from humanloop_logging.testing import FakeHumanloop
 
@@ -833,23 +833,10 @@ def test_wait_for_items_returns_false_on_timeout(fake_humanloop: FakeHumanloop) 
     assert fake_humanloop.wait_for_items(0) is True
 
 
-class ManualClock:
-    """A monotonic clock that moves only when the test says so, for the rate limit's bucket."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clocked() -> Iterator[tuple[FakeHumanloop, ManualClock]]:
-    """A started stand-in whose rate limit refills on a ManualClock."""
-    clock = ManualClock()
+def clocked() -> Iterator[tuple[FakeHumanloop, Clock]]:
+    """A started stand-in whose rate limit refills on a Clock."""
+    clock = Clock()
     with FakeHumanloop(clock=clock) as fake:
         yield fake, clock
 
@@ -864,7 +851,7 @@ def statuses(fake: FakeHumanloop, count: int, **kwargs: Any) -> list[int]:
 
 
 def test_rate_limit_lets_a_burst_through_then_answers_429_until_a_token_is_back(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """A full bucket passes ``burst`` POSTs; the next gets a 429 whose Retry-After is honest."""
     fake, clock = clocked
@@ -889,7 +876,7 @@ def test_rate_limit_lets_a_burst_through_then_answers_429_until_a_token_is_back(
 
 
 def test_rate_limit_retry_after_can_be_fractional_or_left_out(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """retry_after="fractional" says the exact wait to the millisecond; None sends no header."""
     fake, clock = clocked
@@ -968,7 +955,7 @@ def test_rate_limit_comes_after_reset_and_before_fail_and_the_service(
 
 
 def test_rate_limit_is_exact_under_concurrent_clients(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """8 threads x 10 POSTs against a burst of 25 and no refill: exactly 25 accepted, 55 refused."""
     fake, _ = clocked

@@ -8,12 +8,12 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import tenacity
-from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads, wait_until
+from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads
 
 from humanloop_logging import (
     APIError,
@@ -29,7 +29,7 @@ from humanloop_logging import (
 )
 from humanloop_logging._record import to_payloads
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
-from humanloop_logging.transport import HTTPTransport
+from humanloop_logging.transport import RETRY_AFTER_SPREAD, HTTPTransport, SendControl
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,6 +41,47 @@ Make = Rigs
 def make(fake_humanloop: FakeHumanloop) -> Iterator[Make]:
     with Rigs(fake_humanloop) as rigs:
         yield rigs
+
+
+class Watched:
+    """The HTTPTransport a shipper builds, with what each send asks of the shipper in view: the
+    wait before every retry, and an event once a retry is announced (its wait about to begin)."""
+
+    def __init__(self, fake: FakeHumanloop, *, timeout: float = 5.0, max_retry_time: float) -> None:
+        self.http = HTTPTransport(
+            api_key=fake.api_key, url=fake.url, timeout=timeout, max_retry_time=max_retry_time
+        )
+        self.waits: list[float] = []
+        self.retried = threading.Event()
+
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        self.http.send(body, records, _Told(control, self))
+
+    def reset_after_fork(self) -> None:
+        self.http.reset_after_fork()
+
+    def cut_off_at(self, deadline: float) -> None:
+        self.http.cut_off_at(deadline)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class _Told:
+    """The shipper's SendControl of one send, as it is, but that each retry is told to a Watched
+    too (after the shipper, so its counters have it by then)."""
+
+    def __init__(self, control: SendControl, watched: Watched) -> None:
+        self._control = control
+        self._watched = watched
+        self.deadline = control.deadline
+        self.sleep = control.sleep  # the shipper's own wait, which a close cuts short
+        self.give_up_early = control.give_up_early
+
+    def retrying(self, error: DeliveryError, wait: float) -> None:
+        self._control.retrying(error, wait)
+        self._watched.waits.append(wait)
+        self._watched.retried.set()
 
 
 def gaps(fake: FakeHumanloop) -> list[float]:
@@ -66,7 +107,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
     for start in (0, 5):
         for data_id in first[start : start + 5]:
             rig.send(data_id)
-        assert wait_until(lambda: rig.stats().pending == 0, timeout=15.0)
+        assert rig.shipper.flush(15.0)  # (a whole batch: flush() changes nothing in it)
     for data_id in first[10:]:
         rig.send(data_id)
     assert rig.shipper.flush(15.0)
@@ -157,16 +198,26 @@ def test_full_batches_go_without_flush(make: Make) -> None:
 
 
 def test_a_part_batch_waits_for_its_interval(make: Make) -> None:
-    """Fewer than batch_size records are not sent before flush_interval (60 s here)."""
+    """Fewer than batch_size records are not sent before flush_interval (60 s here): they wait,
+    and go with the records that fill their batch."""
     rig = make(batch_size=5)
     for index in range(5):
         rig.send(f"dp-{index}")
     assert rig.fake.wait_for_items(5)
+    assert rig.shipper.flush(5.0)  # the full batch is counted (nothing else is queued)
     rig.send("dp-5")
     rig.send("dp-6")
 
-    assert not wait_until(lambda: rig.shipper.stats().sent > 5, timeout=0.3)
-    assert rig.stats().pending == 2
+    stats = rig.stats()
+    assert (stats.sent, stats.pending) == (5, 2)
+    for index in range(7, 10):  # the batch is full now
+        rig.send(f"dp-{index}")
+    assert rig.fake.wait_for_items(10)
+    # dp-5 and dp-6 went in the request that the batch's last record started, not before.
+    assert [r.item_count for r in rig.fake.requests] == [5, 5]
+    assert [item["data_id"] for item in rig.fake.requests[1].json()] == [
+        f"dp-{index}" for index in range(5, 10)
+    ]
 
 
 def test_a_backlog_goes_in_requests_of_up_to_five_batch_sizes(make: Make) -> None:
@@ -191,9 +242,11 @@ def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
     logged = time.time()
     rig.send("dp-1")
 
+    # It goes without flush() (nothing else would send it for a minute); 5 s is only the bound
+    # against never, 16 times the interval: how soon after it is the machine's speed.
     assert rig.fake.wait_for_items(1, timeout=5.0)
     waited = rig.fake.requests[0].time - logged
-    assert 0.27 <= waited < 1.5
+    assert waited >= 0.27  # not before the interval (less the stand-in's clock reading)
 
 
 def test_flush_returns_true_once_sent(make: Make) -> None:
@@ -215,8 +268,10 @@ def test_flush_returns_false_when_time_runs_out(make: Make) -> None:
     rig.send("dp-1")
 
     started = time.monotonic()
+    # False: it ended at its own timeout, not at an answer (the hang lasts until clear(), and
+    # the 5 s request timeout would end in a retry that succeeds, and True).
     assert not rig.shipper.flush(0.3)
-    assert 0.25 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.25  # it did wait for its timeout
     assert rig.stats().pending == 1
 
     rig.fake.clear()  # releases the hung request: the retry then succeeds
@@ -358,16 +413,19 @@ def test_a_record_racing_close_is_never_left_pending(make: Make) -> None:
 
 def test_close_cuts_a_retry_wait_short(make: Make) -> None:
     """close() interrupts a long Retry-After wait: the record is resent at once, not in 30 s."""
-    rig = make(batch_size=1, max_retry_time=60.0)
+    watched = Watched(make.fake, max_retry_time=60.0)
+    rig = make(batch_size=1, max_retry_time=60.0, transport=watched)
     rig.fake.fail_next(1, 503, retry_after=30)
     rig.send("dp-1")
-    assert wait_until(lambda: rig.shipper.stats().retried == 1, timeout=5.0)
+    assert watched.retried.wait(5.0)  # the 30 s wait begins
 
-    started = time.monotonic()
+    # True: the record was sent within the close's 3 s. A wait left to run its 30 s would end
+    # past the deadline, and the close would give the record up and return False.
     assert rig.shipper.close(timeout=3.0)
-    assert time.monotonic() - started < 1.0
 
     assert [r.status for r in rig.fake.requests] == [503, 200]
+    assert len(watched.waits) == 1
+    assert watched.waits[0] >= 30.0
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
@@ -381,6 +439,8 @@ def test_close_defaults_to_exit_timeout(make: Make) -> None:
     started = time.monotonic()
     assert not rig.shipper.close()
     # Bounds far apart, so only the setting used decides: exit_timeout 0.5 s, not timeout 30 s.
+    # The upper one only tells a close bounded by exit_timeout from one that waits for the 30 s
+    # request timeout: 30 times the 0.5 s, it is no claim about speed.
     assert 0.4 <= time.monotonic() - started < 15.0
     stats = rig.stats()
     assert (stats.pending, stats.failed) == (0, 1)  # closed means settled: nothing left in limbo
@@ -417,7 +477,9 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
 
     started = time.monotonic()
     assert not rig.shipper.close(timeout=0.5)
-    assert time.monotonic() - started < 15.0  # the close's 0.5 s, not max_retry_time's 60 s
+    # The close's 0.5 s, not max_retry_time's 60 s: a bound against the long wait only, 30 times
+    # the expected time, and no claim about speed.
+    assert time.monotonic() - started < 15.0
 
     assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
@@ -666,41 +728,49 @@ def test_transient_statuses_are_retried(make: Make, status: int) -> None:
 
 
 def test_retry_without_retry_after_backs_off(make: Make) -> None:
-    """Without Retry-After the retry waits a backoff (at least about a quarter second)."""
-    rig = make()
+    """Without Retry-After the retry waits a backoff: the first step, a quarter second plus up to
+    half a second of jitter."""
+    watched = Watched(make.fake, max_retry_time=10.0)
+    rig = make(transport=watched)
     rig.fake.fail_next(1, 503)
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [503, 200]
+    [wait] = watched.waits
+    assert 0.25 <= wait <= 0.75
     [gap] = gaps(rig.fake)
-    assert 0.2 <= gap < 2.0
+    assert gap >= 0.2  # and it was waited
 
 
 def test_retry_after_is_honoured(make: Make) -> None:
-    """A 429 with Retry-After: 0.8 is retried after 0.8 s, longer than the first backoff step."""
-    rig = make()
+    """A 429 with Retry-After: 0.8 is retried after 0.8 s (stretched by up to a fifth), longer
+    than the first backoff step."""
+    watched = Watched(make.fake, max_retry_time=10.0)
+    rig = make(transport=watched)
     rig.fake.fail_next(1, 429, retry_after=0.8)
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [429, 200]
+    [wait] = watched.waits
+    assert 0.8 <= wait <= 0.8 * (1 + RETRY_AFTER_SPREAD)
     [gap] = gaps(rig.fake)
-    assert 0.78 <= gap < 2.0
+    assert gap >= 0.78  # and it was waited
 
 
 def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
     """A Retry-After past the retry budget fails the batch now instead of waiting to fail."""
-    rig = make(max_retry_time=1.0)
+    watched = Watched(make.fake, max_retry_time=1.0)
+    rig = make(max_retry_time=1.0, transport=watched)
     rig.fake.fail_next(1, 503, retry_after=30)
     rig.send("dp-1")
 
-    started = time.monotonic()
     assert rig.shipper.flush(5.0)
-    assert time.monotonic() - started < 1.0
 
+    assert watched.waits == []  # no wait began: given up on at the answer
     assert len(rig.fake.requests) == 1
     assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
     [error] = rig.errors.of(APIError)
@@ -708,15 +778,19 @@ def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
 
 
 def test_retries_stop_within_max_retry_time(make: Make) -> None:
-    """A server that keeps failing is given up on within max_retry_time."""
-    rig = make(max_retry_time=0.8)
+    """A server that keeps failing is given up on within max_retry_time: no wait is begun that
+    would end past it, and the error says that this was the limit."""
+    watched = Watched(make.fake, max_retry_time=0.8)
+    rig = make(max_retry_time=0.8, transport=watched)
     rig.fake.fail_next(1000, 503)
     rig.send("dp-1")
 
-    started = time.monotonic()
     assert rig.shipper.flush(5.0)
-    assert time.monotonic() - started < 1.3
 
+    assert watched.waits
+    assert sum(watched.waits) < 0.8
+    [error] = rig.errors.of(APIError)
+    assert "(max_retry_time)" in str(error)
     stats = rig.stats()
     assert (stats.sent, stats.failed) == (0, 1)
     assert stats.retried == len(rig.fake.requests) - 1 >= 1

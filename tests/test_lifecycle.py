@@ -23,6 +23,12 @@ from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
+#: How long past its last line a child with exit_timeout=1 may take to end. The exit hook keeps
+#: to that second; the bound only tells it from the 30 s of timeout and max_retry_time that these
+#: tests set beside it, so it is ten times the expected time, for a slow and shared machine: no
+#: claim about speed. That the deadline is what ended the sends is read from what the child said.
+EXIT_BOUND = 10.0
+
 PRELUDE = """
 import json, logging, os, sys, time
 from humanloop_logging import FeedbackHandler
@@ -105,7 +111,8 @@ def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> 
 def test_exit_with_the_server_down_stays_within_exit_timeout(
     fake_humanloop: FakeHumanloop,
 ) -> None:
-    """Nothing listening: the process exits within exit_timeout + 1 s and says what was not sent."""
+    """Nothing listening: the process exits at its exit_timeout (the close deadline, not
+    max_retry_time, ends the retries) and says what was not sent."""
     env = env_for(fake_humanloop, flush_interval=60, exit_timeout=1, max_retry_time=30)
     env["HUMANLOOP_BASE_URL"] = closed_port_base_url()
     result = run_script(
@@ -120,7 +127,8 @@ def test_exit_with_the_server_down_stays_within_exit_timeout(
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     assert "5 record" in result.stderr, result.stderr
 
 
@@ -142,7 +150,8 @@ def test_exit_with_a_hanging_server_stays_within_exit_timeout(
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     assert fake_humanloop.wait_for_arrivals(1, timeout=1.0)
     assert fake_humanloop.requests[0].item_count == 5
     assert "5 record" in result.stderr, result.stderr
@@ -173,7 +182,8 @@ def test_exit_reports_a_batch_that_was_in_flight(fake_humanloop: FakeHumanloop) 
 
     assert result.returncode == 0, result.stderr
     assert result.line("FLUSHED") == "False"
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     # The first batch hangs; the rest may go beside it (flush() makes it due), in any order.
     items = [r.item_count for r in fake_humanloop.requests]
     assert max(items) >= 5

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support import ROOT, Clock, child_env
+from support import ROOT, Clock, child_env, wait_until
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
@@ -528,16 +528,19 @@ def test_a_file_replaced_by_another_process_is_followed(path: str) -> None:
     spool.close()
 
 
-def test_locked_spool_raises_quickly_and_recovers(spool: Spool, path: str) -> None:
-    """Another process holding the write lock makes a write fail within about BUSY_TIMEOUT, as a
-    SpoolError; once the lock is gone the spool works."""
+def test_locked_spool_raises_after_its_busy_timeout_and_recovers(spool: Spool, path: str) -> None:
+    """Another process holding the write lock makes a write fail after BUSY_TIMEOUT, as a
+    SpoolError, while the lock is still held; once the lock is gone the spool works."""
     spool.append(rows(1))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     with pytest.raises(SpoolError, match="locked") as raised:
         spool.append(rows(1, start=1))
-    assert time.monotonic() - started < BUSY_TIMEOUT + 1.0
+    # The lock is held throughout: the write gave up on its own, after BUSY_TIMEOUT. The bound
+    # is only against waiting for the lock without end: 20 times BUSY_TIMEOUT, no speed claim.
+    assert time.monotonic() - started < 5.0
+    assert f"for more than {BUSY_TIMEOUT} s" in str(raised.value)
     assert path in str(raised.value)
     assert not isinstance(raised.value, sqlite3.Error)
     holder.execute("ROLLBACK")
@@ -753,11 +756,9 @@ def test_records_logged_while_a_close_waits_for_the_sender_are_delivered(
         assert fake_humanloop.wait_for_arrivals(1, timeout=20)
         closer = threading.Thread(target=shipper.close, args=(20,))
         closer.start()
-        deadline = time.monotonic() + 20
-        while not _waiting_for_the_sender():
-            assert time.monotonic() < deadline, "the close never waited for the sender"
-            assert closer.is_alive(), "the close ended without waiting for the sender"
-            threading.Event().wait(0.01)
+        waiting = wait_until(lambda: _waiting_for_the_sender() or not closer.is_alive(), 20)
+        assert waiting, "the close never waited for the sender"
+        assert closer.is_alive(), "the close ended without waiting for the sender"
         for n in range(5):
             shipper.submit((f"during-{n}", "rating", "good", None, None, None, time.time()))
         fake_humanloop.clear()  # the held request's connection drops; it is sent again

@@ -23,6 +23,11 @@ FIELDS = ("type", "value", "data_id", "user", "created_at", "unset")
 
 pytestmark = pytest.mark.timeout(60)
 
+#: How long stop() may take with something it must not wait for (an idle keep-alive client that
+#: never hangs up, a request held until clear(), a 30 s latency): a bound against waiting for it,
+#: many times what stopping takes on any machine, and no claim about speed.
+STOP_BOUND = 10.0
+
 
 def post(
     fake: FakeHumanloop,
@@ -65,12 +70,11 @@ def clean_env() -> dict[str, str]:
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def test_starts_in_well_under_a_second_on_an_ephemeral_port() -> None:
-    """start() binds a free port on 127.0.0.1 and is serving within a second."""
-    started = time.monotonic()
+def test_start_serves_on_an_ephemeral_port_once_it_returns() -> None:
+    """start() binds a free port on 127.0.0.1 and returns serving: a request right after it is
+    answered."""
     fake = FakeHumanloop().start()
     try:
-        assert time.monotonic() - started < 1.0
         assert fake.running
         assert fake.port != 0
         assert fake.base_url == f"http://127.0.0.1:{fake.port}/v4"
@@ -131,8 +135,8 @@ def test_stop_closes_open_keep_alive_connections(fake_humanloop: FakeHumanloop) 
     sock = conn.sock
     assert sock is not None
     started = time.monotonic()
-    fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    fake_humanloop.stop()  # the client keeps its connection open, and never sends on it
+    assert time.monotonic() - started < STOP_BOUND
     try:
         data = sock.recv(1)
     except ConnectionResetError:
@@ -743,8 +747,8 @@ def test_stop_releases_a_hung_request_promptly(fake_humanloop: FakeHumanloop) ->
     outcome = run_in_thread(lambda: post(fake_humanloop, {"type": "rating", "value": 1}))
     assert fake_humanloop.wait_for_arrivals(1)
     started = time.monotonic()
-    fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    fake_humanloop.stop()  # the request is held until clear(), which never comes
+    assert time.monotonic() - started < STOP_BOUND
     assert isinstance(outcome.result(), requests.ConnectionError)
 
 
@@ -766,7 +770,7 @@ def test_stop_cuts_latency_short(fake_humanloop: FakeHumanloop) -> None:
     assert fake_humanloop.wait_for_arrivals(1)
     started = time.monotonic()
     fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < STOP_BOUND  # not the 30 s latency
     assert isinstance(outcome.result(), requests.ConnectionError)
     assert [recorded.status for recorded in fake_humanloop.requests] == [0]
 

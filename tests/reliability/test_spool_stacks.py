@@ -56,12 +56,18 @@ atexit.register(_last_words)
 def the_end():
     _end.append(time.monotonic())
 
-import dataclasses, logging
+import dataclasses, logging, threading
 from humanloop_logging import FeedbackHandler
 from humanloop_logging._spool import read_status
+from support import wait_until  # for counters of stats(), which nothing else marks
 
 logging.raiseExceptions = True  # a library error inside a logging call would print a traceback
 errors = []
+said = threading.Event()  # set by the first error reported
+
+def on_error(error):
+    errors.append(error)
+    said.set()
 
 def say(tag, value):  # one write, so that forked children's lines never interleave
     os.write(1, f"{tag} {json.dumps(value)}\\n".encode())
@@ -74,7 +80,7 @@ _library = logging.getLogger("humanloop_logging")
 _library.addHandler(_Say())
 _library.setLevel(logging.DEBUG)
 
-handler = FeedbackHandler(on_error=errors.append)
+handler = FeedbackHandler(on_error=on_error)
 log = logging.getLogger("app")
 log.propagate = False
 log.setLevel(logging.INFO)
@@ -88,14 +94,6 @@ def stats():
 
 def reported():
     return [[type(e).__name__, str(e), getattr(e, "moved_to", None)] for e in errors]
-
-def wait_until(check, timeout):
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 """
 
 
@@ -501,7 +499,7 @@ for n in range(N):
     feedback(f"s-{n}")
 wait_until(lambda: handler.stats().spooled + handler.stats().dropped == N, 30)
 # Evictions are said once the burst is over: a moment (1 s) without any.
-wait_until(lambda: reported(), 10)
+said.wait(10)
 say("STATS", stats())
 say("ERRORS", reported())
 the_end()

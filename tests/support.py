@@ -136,6 +136,16 @@ def feedback(logger: logging.Logger, data_id: str, **fields: Any) -> None:
     logger.info("feedback", extra=extra)
 
 
+def hand_over(shipper: FeedbackShipper, data_id: str, **fields: Any) -> None:
+    """Give ``shipper`` a rating of ``data_id`` (``value="good"``; ``fields`` override) the way an
+    adapter does: as a structlog event, through a FeedbackProcessor."""
+    from humanloop_logging import FeedbackProcessor
+
+    event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating", "value": "good"}
+    event.update(fields)
+    FeedbackProcessor(shipper=shipper)(None, "info", event)
+
+
 class HandlerRig:
     """A FeedbackHandler on a logger of its own, reporting to an ErrorLog (its own unless one is
     given). ``log`` passes its fields as they are, ``feedback`` makes a rating of them."""

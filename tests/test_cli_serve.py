@@ -296,7 +296,7 @@ def test_serve_offers_every_flavour_of_the_stand_in(capsys: pytest.CaptureFixtur
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the package version."""
-    from humanloop_logging._version import __version__
+    from humanloop_logging import __version__
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])

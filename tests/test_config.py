@@ -15,7 +15,7 @@ from itertools import takewhile
 from typing import Any, Optional, Union
 
 import pytest
-from support import flush_threads
+from support import flush_threads, hand_over
 
 from humanloop_logging import (
     ConfigurationError,
@@ -75,11 +75,6 @@ def shippers() -> Iterator[Shippers]:
         shipper.close(timeout=1.0)
 
 
-def send_one(shipper: FeedbackShipper, data_id: str = "dp-1") -> None:
-    event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
-    FeedbackProcessor(shipper=shipper)(None, "info", event)
-
-
 # -- fallbacks -----------------------------------------------------------------------------------
 
 
@@ -91,7 +86,7 @@ def test_api_key_and_base_url_come_from_the_environment(
     monkeypatch.setenv("HUMANLOOP_BASE_URL", fake_humanloop.base_url)
     shipper = shippers(flush_interval=60.0)
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [r.status for r in fake_humanloop.requests] == [200]
@@ -108,7 +103,7 @@ def test_arguments_beat_the_environment(
         api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
     )
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [r.status for r in fake_humanloop.requests] == [200]
@@ -129,7 +124,7 @@ def test_trailing_slash_on_base_url_still_reaches_feedback(
         base_url=fake_humanloop.base_url + "/",
         flush_interval=60.0,
     )
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [(r.path, r.status) for r in fake_humanloop.requests] == [("/v4/feedback", 200)]
@@ -185,10 +180,10 @@ def test_batch_size_from_the_environment_shapes_the_requests(
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "60")
     shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
     for index in range(2):
-        send_one(shipper, f"dp-{index}")
+        hand_over(shipper, f"dp-{index}")
     assert fake_humanloop.wait_for_items(2, timeout=5.0)
     for index in range(2, 4):
-        send_one(shipper, f"dp-{index}")
+        hand_over(shipper, f"dp-{index}")
 
     assert fake_humanloop.wait_for_items(4, timeout=5.0)
     assert [r.item_count for r in fake_humanloop.requests] == [2, 2]
@@ -201,7 +196,7 @@ def test_blocking_from_the_environment_sends_on_the_callers_thread(
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_BLOCKING", "1")
     shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert len(fake_humanloop.received) == 1
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from support import child_env, closed_port_base_url, data_ids, humanloop_env
+from support import child_env, closed_port_base_url, data_ids, hand_over, humanloop_env
 
 from humanloop_logging.testing import FakeHumanloop
 
@@ -326,12 +326,12 @@ def test_a_record_appended_as_the_flush_thread_stops_is_sent(
             line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
             if line == "self._idle = True":
                 injected.append("late")
-                shipper.submit(("late", "rating", "good", None, None, None, time.time()))
+                hand_over(shipper, "late")
         return trace
 
     threading.settrace(trace)
     try:
-        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        hand_over(shipper, "first")
         assert shipper.close(10)
     finally:
         threading.settrace(None)
@@ -354,14 +354,14 @@ def test_a_close_that_another_close_ended_first_leaves_a_restarted_thread_alone(
     from humanloop_logging import FeedbackShipper
 
     shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
-    shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+    hand_over(shipper, "first")
     other: list[bool] = []
 
     def trace(frame: Any, event: str, arg: object) -> Any:
         if event == "call" and frame.f_code.co_name == "wait_closed" and not other:
             sys.settrace(None)
             other.append(shipper.close(5))  # the other thread's close, ending first
-            shipper.submit(("later", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, "later")
         return None
 
     sys.settrace(trace)

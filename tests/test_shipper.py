@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import tenacity
-from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads
+from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads, hand_over
 
 from humanloop_logging import (
     APIError,
@@ -551,9 +551,7 @@ def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(
         transport=transport,
     )
     fake_humanloop.hang_next(1)
-    FeedbackProcessor(shipper=shipper)(
-        None, "info", {"event": "fb", "data_id": "dp-0", "type": "rating", "value": "good"}
-    )
+    hand_over(shipper, "dp-0")
     assert fake_humanloop.wait_for_arrivals(1)
     [thread] = flush_threads(before)
 

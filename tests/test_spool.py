@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support import ROOT, Clock, child_env, wait_until
+from support import ROOT, Clock, child_env, hand_over, wait_until
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
@@ -707,10 +707,10 @@ def test_rows_evicted_while_in_flight_are_counted_once_by_their_answer(
         on_error=on_error,
     )
     try:
-        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        hand_over(shipper, "first")
         assert fake_humanloop.wait_for_arrivals(1, timeout=20)  # its row is in flight, held
         for n in range(3000):
-            shipper.submit((f"burst-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"burst-{n}")
         assert burst_over.wait(30), "the burst never evicted"
         fake_humanloop.clear()  # the held request's connection drops: it is sent again
         assert shipper.flush(30)
@@ -752,7 +752,7 @@ def test_records_logged_while_a_close_waits_for_the_sender_are_delivered(
     closer: Optional[threading.Thread] = None
     try:
         for n in range(5):
-            shipper.submit((f"before-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"before-{n}")
         assert fake_humanloop.wait_for_arrivals(1, timeout=20)
         closer = threading.Thread(target=shipper.close, args=(20,))
         closer.start()
@@ -760,7 +760,7 @@ def test_records_logged_while_a_close_waits_for_the_sender_are_delivered(
         assert waiting, "the close never waited for the sender"
         assert closer.is_alive(), "the close ended without waiting for the sender"
         for n in range(5):
-            shipper.submit((f"during-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"during-{n}")
         fake_humanloop.clear()  # the held request's connection drops; it is sent again
         closer.join(30)
         assert shipper.flush(20), shipper.stats()

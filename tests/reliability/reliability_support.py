@@ -330,13 +330,6 @@ def run_producers(
         worker.join(timeout)
 
 
-def find_thread(ident: Optional[int]) -> threading.Thread:
-    for thread in threading.enumerate():
-        if thread.ident == ident:
-            return thread
-    raise AssertionError(f"no live thread with ident {ident}")
-
-
 # -- subprocesses ----------------------------------------------------------------------------------
 
 

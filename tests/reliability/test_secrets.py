@@ -30,6 +30,7 @@ from humanloop_logging import (
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackValidationError,
+    HTTPTransport,
     HumanloopLoggingError,
     QueueFullError,
     TransportError,
@@ -60,13 +61,23 @@ def everything_said(
     for error in errors.errors:
         texts += exception_renderings(error)
     shipper = rig.handler.shipper
+    # The transport a shipper with these settings sends through (its repr is its URL and
+    # timeout, whatever it went through).
+    transport = HTTPTransport(
+        api_key=SECRET_KEY,
+        url=shipper.settings.feedback_url,
+        timeout=shipper.settings.timeout,
+        max_retry_time=shipper.settings.max_retry_time,
+    )
+    transport.close()
     texts += [
         repr(rig.handler),
         str(rig.handler),
         repr(shipper),
         repr(shipper.settings),
         str(shipper.settings),
-        repr(shipper._engine.transport),
+        repr(transport),
+        str(transport),
         repr(shipper.stats()),
         repr(FeedbackProcessor(shipper=shipper)),
     ]
@@ -174,7 +185,15 @@ def test_a_server_echoing_the_request_headers_does_not_leak_the_key(
 
 def test_reprs_never_show_the_key(cleanup: Cleanup) -> None:
     """repr and str of every public object that holds the key."""
-    shipper = FeedbackShipper(api_key=SECRET_KEY, base_url=closed_port_base_url())
+    transport = HTTPTransport(
+        api_key=SECRET_KEY,
+        url=f"{closed_port_base_url()}/feedback",
+        timeout=5.0,
+        max_retry_time=10.0,
+    )
+    shipper = FeedbackShipper(
+        api_key=SECRET_KEY, base_url=closed_port_base_url(), transport=transport
+    )
     cleanup.close(shipper)
     handler = FeedbackHandler(api_key=SECRET_KEY, base_url=closed_port_base_url())
     cleanup.close(handler)
@@ -187,7 +206,7 @@ def test_reprs_never_show_the_key(cleanup: Cleanup) -> None:
         processor,
         shipper.settings,
         handler.shipper.settings,
-        shipper._engine.transport,
+        transport,
         shipper.stats(),
     ):
         texts += [repr(thing), str(thing), format(thing)]

@@ -11,14 +11,17 @@ importing this module.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import logging
 import math
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
@@ -75,6 +78,32 @@ def humanloop_env(api_key: str, base_url: str, **settings: object) -> dict[str, 
     for name, value in settings.items():
         env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
     return env
+
+
+# -- file systems ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, *options: str) -> Iterator[Path]:
+    """A tmpfs mounted at ``directory`` with ``options`` (``size=512k``, ``ro``), or a skip where
+    mounting is not allowed (it needs root)."""
+    import pytest
+
+    directory.mkdir()
+    if not shutil.which("mount") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 # -- waiting -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from support import ROOT, Clock, child_env, hand_over, wait_until
+from support import ROOT, Clock, child_env, hand_over, tmpfs, wait_until
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
@@ -547,26 +547,6 @@ def test_locked_spool_raises_after_its_busy_timeout_and_recovers(spool: Spool, p
     holder.close()
     spool.append(rows(1, start=2))
     assert [row.data_id for row in spool.claim(10)] == ["data_0", "data_2"]
-
-
-@contextlib.contextmanager
-def tmpfs(directory: Path, *options: str) -> Iterator[Path]:
-    """A small tmpfs mounted at ``directory``, or a skip where mounting is not allowed."""
-    directory.mkdir()
-    if not shutil.which("mount") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def remount(directory: Path, option: str) -> None:

@@ -15,11 +15,9 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from reliability_support import (
     run_python,
     settings_env,
 )
-from support import closed_port_base_url
+from support import closed_port_base_url, tmpfs
 
 from humanloop_logging._spool import read_status
 from humanloop_logging.testing import FakeHumanloop, RecordedRequest
@@ -450,30 +448,12 @@ def test_a_corrupt_spool_is_moved_aside_and_a_fresh_one_delivers(tmp_path: Path)
     assert_private_and_keyless(path, made_dir=False)
 
 
-@contextmanager
-def read_only_tmpfs(directory: Path) -> Iterator[Path]:
-    """A read-only tmpfs at ``directory`` (root ignores file modes), or a skip with the reason."""
-    directory.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (and root ignores file modes)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
 def test_a_read_only_directory_falls_back_to_memory(tmp_path: Path) -> None:
     """A spool on a read-only mount: said once with the path, kept in memory, all delivered."""
     n = 300
-    with read_only_tmpfs(tmp_path / "ro") as directory, FakeHumanloop(api_key=SECRET_KEY) as fake:
+    # A read-only mount, since root (who may mount) ignores file modes.
+    ro = tmpfs(tmp_path / "ro", "size=1m", "ro")
+    with ro as directory, FakeHumanloop(api_key=SECRET_KEY) as fake:
         path = directory / "sub" / "feedback.db"
         env = settings_env(fake.base_url, spool_path=path)
         result = run_python(script(DELIVER), {**env, "N": str(n)}, timeout=60)

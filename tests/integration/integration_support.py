@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,22 +114,32 @@ class Running:
 
     def wait_for_http(self, url: str, timeout: float = 60.0) -> None:
         """Poll ``url`` until it answers 200, the process dies, or ``timeout`` runs out."""
-        end = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             try:
                 status, _ = http_get(url, timeout=2.0)
             except OSError:
-                status = 0
-            if status == 200:
-                return
+                return False
+            return status == 200
+
+        self.poll(answers, timeout, lambda: f"{url} never answered 200", "before serving")
+
+    def poll(
+        self, ready: Callable[[], bool], timeout: float, never: Callable[[], str], before: str
+    ) -> None:
+        """Look at ``ready`` (a server's port, a file a worker writes: nothing this test can wait
+        on) until it holds. Between looks the process has 0.1 s to exit, which fails at once
+        (``before`` what it exited); ``never()`` says what was missing when ``timeout`` ran out."""
+        end = time.monotonic() + timeout
+        while not ready():
             if time.monotonic() > end:
-                raise AssertionError(f"{url} never answered 200:\n{self.output()}")
-            try:  # the poll interval doubles as a check that the server is still alive
+                raise AssertionError(f"{never()}:\n{self.output()}")
+            try:  # the poll interval doubles as a check that the process is still alive
                 self.proc.wait(0.1)
             except subprocess.TimeoutExpired:
                 continue
             raise AssertionError(
-                f"{self.argv} exited with {self.proc.returncode} before serving:\n{self.output()}"
+                f"{self.argv} exited with {self.proc.returncode} {before}:\n{self.output()}"
             )
 
     def send_signal(self, signum: int = signal.SIGTERM) -> None:

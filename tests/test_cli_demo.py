@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TextIO
 
 import pytest
 import structlog
+from support import child_env
 
 from humanloop_logging.demo import run_demo
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_demo_delivers_every_valid_record_exactly_once() -> None:
     """With default settings, the demo's faults (503s, a 429 with Retry-After, dropped
     connections) and its close cost no valid record, and none arrives twice."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env = {k: v for k, v in env.items() if not k.startswith("HUMANLOOP_")}  # defaults are defaults
+    env = child_env()  # without HUMANLOOP_ settings: defaults are defaults
     result = subprocess.run(
         [sys.executable, "-m", "humanloop_logging", "demo"],
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import signal
@@ -18,10 +17,10 @@ from typing import IO, Any, Optional
 
 import pytest
 import requests
+from support import child_env
 
 from humanloop_logging.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 URL_LINE = re.compile(r"^Humanloop stand-in listening on (http://127\.0\.0\.1:(\d+)/v4)$")
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -31,8 +30,7 @@ class Serve:
     """A running ``python -m humanloop_logging serve`` whose stdout lines can be awaited."""
 
     def __init__(self, *args: str) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env = child_env()
         # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
         # across exec; a handled one is reset to the default, which is what a terminal user has.
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -298,7 +296,7 @@ def test_serve_offers_every_flavour_of_the_stand_in(capsys: pytest.CaptureFixtur
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the package version."""
-    from humanloop_logging._version import __version__
+    from humanloop_logging import __version__
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])

@@ -9,13 +9,13 @@ import logging
 import math
 import os
 import pathlib
-import threading
 import typing
 from collections.abc import Iterator
 from itertools import takewhile
 from typing import Any, Optional, Union
 
 import pytest
+from support import flush_threads, hand_over
 
 from humanloop_logging import (
     ConfigurationError,
@@ -43,7 +43,6 @@ pytestmark = pytest.mark.timeout(30)
 
 SECRET = "hl-SECRET-51d0c2aa9e"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FLUSH_THREAD = "humanloop-feedback-flush"
 
 _names = itertools.count()
 
@@ -76,15 +75,6 @@ def shippers() -> Iterator[Shippers]:
         shipper.close(timeout=1.0)
 
 
-def send_one(shipper: FeedbackShipper, data_id: str = "dp-1") -> None:
-    event = {"event": "x", "data_id": data_id, "type": "rating", "value": "good"}
-    FeedbackProcessor(shipper=shipper)(None, "info", event)
-
-
-def live_flush_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name == FLUSH_THREAD and t.is_alive()}
-
-
 # -- fallbacks -----------------------------------------------------------------------------------
 
 
@@ -96,7 +86,7 @@ def test_api_key_and_base_url_come_from_the_environment(
     monkeypatch.setenv("HUMANLOOP_BASE_URL", fake_humanloop.base_url)
     shipper = shippers(flush_interval=60.0)
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [r.status for r in fake_humanloop.requests] == [200]
@@ -113,7 +103,7 @@ def test_arguments_beat_the_environment(
         api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
     )
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [r.status for r in fake_humanloop.requests] == [200]
@@ -134,7 +124,7 @@ def test_trailing_slash_on_base_url_still_reaches_feedback(
         base_url=fake_humanloop.base_url + "/",
         flush_interval=60.0,
     )
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert shipper.flush(5.0)
     assert [(r.path, r.status) for r in fake_humanloop.requests] == [("/v4/feedback", 200)]
@@ -190,10 +180,10 @@ def test_batch_size_from_the_environment_shapes_the_requests(
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_FLUSH_INTERVAL", "60")
     shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
     for index in range(2):
-        send_one(shipper, f"dp-{index}")
+        hand_over(shipper, f"dp-{index}")
     assert fake_humanloop.wait_for_items(2, timeout=5.0)
     for index in range(2, 4):
-        send_one(shipper, f"dp-{index}")
+        hand_over(shipper, f"dp-{index}")
 
     assert fake_humanloop.wait_for_items(4, timeout=5.0)
     assert [r.item_count for r in fake_humanloop.requests] == [2, 2]
@@ -206,7 +196,7 @@ def test_blocking_from_the_environment_sends_on_the_callers_thread(
     monkeypatch.setenv("HUMANLOOP_FEEDBACK_BLOCKING", "1")
     shipper = shippers(api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url)
 
-    send_one(shipper)
+    hand_over(shipper, "dp-1")
 
     assert len(fake_humanloop.received) == 1
 
@@ -444,14 +434,14 @@ def test_bad_fields_are_refused(fields: Any) -> None:
 
 def test_a_refused_handler_leaves_no_thread_behind() -> None:
     """A handler refused at construction (bad fields) does not leave a flush thread running."""
-    before = live_flush_threads()
+    before = flush_threads()
     with pytest.raises(ConfigurationError):
         FeedbackHandler(api_key="hl-key", fields={"kind": "x"})
     gc.collect()
 
-    for thread in live_flush_threads() - before:
+    for thread in flush_threads(before):
         thread.join(2.0)
-    assert live_flush_threads() - before == set()
+    assert flush_threads(before) == []
 
 
 # -- the public signatures ------------------------------------------------------------------------

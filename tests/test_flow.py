@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import pytest
+from support import Rig, Rigs, flush_threads
 
-from humanloop_logging import FeedbackProcessor, FeedbackShipper
 from humanloop_logging._flow import Turns, Window
-from humanloop_logging.testing import ErrorLog, FakeHumanloop
+from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -62,21 +63,28 @@ def test_window_grows_back_by_about_one_per_window_of_successes() -> None:
 
 
 def test_acquire_waits_for_a_release_beyond_the_window() -> None:
-    """A request beyond the window waits until one in flight ends."""
+    """A request beyond the window waits until one in flight ends: it takes its permit only
+    after the first one's is released."""
     window = Window(1)
     window.acquire(never)
-    got = threading.Event()
+    seen: list[int] = []  # requests in flight, each time the second acquire looks
+    looked = threading.Event()
 
-    def second() -> None:
-        window.acquire(never)
-        got.set()
+    def deadline() -> float:  # acquire asks for it each time it looks at the window
+        seen.append(window.active)
+        looked.set()
+        return math.inf
 
-    thread = threading.Thread(target=second)
+    thread = threading.Thread(target=window.acquire, args=(deadline,))
     thread.start()
-    assert not got.wait(0.2)  # held back while the first is in flight
+    assert looked.wait(5)
     window.release()
-    assert got.wait(5)
-    thread.join()
+    thread.join(5)
+
+    assert not thread.is_alive()
+    assert seen[0] == 1  # it found the first in flight ...
+    assert seen[-1] == 0  # ... and went only once that one was released
+    assert window.active == 1
 
 
 def test_acquire_gives_up_waiting_at_the_deadline() -> None:
@@ -134,58 +142,41 @@ def test_a_written_off_batch_stops_waiting() -> None:
 # -- in a shipper ----------------------------------------------------------------------------------
 
 
-class Rig:
-    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
-        options: dict[str, Any] = {
-            "api_key": fake.api_key,
-            "base_url": fake.base_url,
-            "flush_interval": 60.0,
-            "max_retry_time": 20.0,
-            "on_error": ErrorLog(),
-        }
-        options.update(settings)
-        self.shipper = FeedbackShipper(**options)
-        self._processor = FeedbackProcessor(shipper=self.shipper)
-
-    def send(self, data_id: str, **fields: Any) -> None:
-        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
-        event["value"] = "good"
-        event.update(fields)
-        self._processor(None, "info", event)
-
-
 @pytest.fixture
-def rigs(fake_humanloop: FakeHumanloop) -> Iterator[list[Rig]]:
-    made: list[Rig] = []
-    yield made
-    fake_humanloop.clear()  # let hanging requests go
-    for rig in made:
-        rig.shipper.close(timeout=2.0)
+def make(fake_humanloop: FakeHumanloop) -> Iterator[Rigs]:
+    with Rigs(fake_humanloop, max_retry_time=20.0) as rigs:
+        yield rigs
+        fake_humanloop.clear()  # let hanging requests go
 
 
-def in_flight(fake: FakeHumanloop, rig: Rig, expected: int) -> int:
+def in_flight(
+    fake: FakeHumanloop, rig: Rig, expected: int, before: Collection[threading.Thread]
+) -> int:
     """Log a backlog while the stand-in holds every request: how many requests reach it, once
-    ``expected`` have."""
+    ``expected`` have (``before``: the flush threads there were before the rig's)."""
     fake.hang_next(10_000)
     # Batches of a backlog hold up to 5 batch sizes: enough for 8 of those.
     for n in range(40 * rig.shipper.settings.batch_size):
         rig.send(f"dp-{n}")
     assert fake.wait_for_arrivals(expected, timeout=10)
-    assert not rig.shipper.flush(0.5)  # time for one too many to show up, if it would
+    # A flush thread has one request in flight at a time, and another starts only while the
+    # window has room (README: Delivery). As many threads as held requests: each is in one of
+    # them, and none is left to start another before one of them is answered.
+    assert len(flush_threads(before)) == expected
     return len(fake.requests)
 
 
 @pytest.mark.parametrize("max_in_flight", [1, 3, None], ids=["one", "three", "default-4"])
 def test_requests_in_flight_are_bounded_by_max_in_flight(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig], max_in_flight: Any
+    fake_humanloop: FakeHumanloop, make: Rigs, max_in_flight: Any
 ) -> None:
     """With a backlog, exactly max_in_flight requests (default 4) are in flight, never more;
     when they are answered, everything arrives once."""
-    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=max_in_flight)
-    rigs.append(rig)
+    before = flush_threads()
+    rig = make(batch_size=5, max_in_flight=max_in_flight)
 
     expected = max_in_flight or 4
-    assert in_flight(fake_humanloop, rig, expected) == expected
+    assert in_flight(fake_humanloop, rig, expected, before) == expected
 
     fake_humanloop.clear()  # the held requests are dropped, and sent again
     assert rig.shipper.flush(15)
@@ -196,13 +187,13 @@ def test_requests_in_flight_are_bounded_by_max_in_flight(
 
 
 def test_a_second_request_starts_only_for_more_than_one_request_carries(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """While a request is in flight, a full batch waiting starts no second request: against a
     fast service the first is back at once, and another thread would only share the GIL. A
     full request's worth (5 batch sizes) waiting does start one, and it carries all of it."""
-    rig = Rig(fake_humanloop, batch_size=5, max_in_flight=4)
-    rigs.append(rig)
+    before = flush_threads()
+    rig = make(batch_size=5, max_in_flight=4)
     fake_humanloop.hang_next(1)
     for n in range(5):
         rig.send(f"dp-{n}")
@@ -210,12 +201,16 @@ def test_a_second_request_starts_only_for_more_than_one_request_carries(
 
     for n in range(5, 29):  # 24 wait: more than four batches, less than one request
         rig.send(f"dp-{n}")
-    assert not fake_humanloop.wait_for_arrivals(2, timeout=0.5)  # time for a second to show up
+    # No second flush thread (README: Delivery), so none to send a second request: the one
+    # thread is in the held request.
+    assert len(flush_threads(before)) == 1
+    assert fake_humanloop.arrivals == 1
 
     rig.send("dp-29")  # 25 wait
     assert fake_humanloop.wait_for_items(25, timeout=10)
-    second = fake_humanloop.requests[-1]
-    assert (second.status, second.item_count) == (200, 25)
+    # The held request and one more, with all 25: none of them went before the 25th was logged.
+    requests = fake_humanloop.requests
+    assert [(r.status, r.item_count) for r in requests] == [(0, 5), (200, 25)]
     received = [item["data_id"] for item in fake_humanloop.received]
 
     fake_humanloop.clear()  # the held request is dropped, and sent again
@@ -225,11 +220,11 @@ def test_a_second_request_starts_only_for_more_than_one_request_carries(
 
 
 def test_a_503_narrows_the_window_for_what_follows(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """After a 503, the next burst has half as many requests in flight (AIMD), not four."""
-    rig = Rig(fake_humanloop, batch_size=1)
-    rigs.append(rig)
+    before = flush_threads()
+    rig = make(batch_size=1)
     fake_humanloop.fail_next(1, 503, retry_after=0.01)
     rig.send("dp-first")
     assert rig.shipper.flush(10)
@@ -237,16 +232,15 @@ def test_a_503_narrows_the_window_for_what_follows(
     fake_humanloop.clear()
 
     # 4 halved to 2, and one success since widens it by 1/2 only.
-    assert in_flight(fake_humanloop, rig, 2) == 2
+    assert in_flight(fake_humanloop, rig, 2, before) == 2
 
 
 def test_feedback_about_one_data_id_is_never_reordered(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """An unset waits for the rating it unsets, even while that one's request hangs; feedback
     about other records goes past both meanwhile."""
-    rig = Rig(fake_humanloop, batch_size=2, max_in_flight=4)
-    rigs.append(rig)
+    rig = make(batch_size=2, max_in_flight=4)
     fake_humanloop.hang_next(1)  # the first request, with the rating, hangs
     rig.send("dp-x", value="good")
     rig.send("dp-a")
@@ -256,37 +250,33 @@ def test_feedback_about_one_data_id_is_never_reordered(
     others = [f"dp-{n}" for n in range(8)]
     for data_id in others:
         rig.send(data_id)
-    assert not rig.shipper.flush(0.5)  # (flush makes a part batch due at once)
+    # flush() makes them due (and can only return False: the rating's request hangs).
+    assert not rig.shipper.flush(0)
     assert fake_humanloop.wait_for_items(len(others), timeout=10)
 
     # ... but the unset waits for the rating to be answered.
     rig.send("dp-x", unset=True, value=None)
-    assert not rig.shipper.flush(0.5)  # time for it to arrive, if it would
+    assert not rig.shipper.flush(0)  # due now too
     received = {item["data_id"] for item in fake_humanloop.received}
     assert received == set(others)
 
     fake_humanloop.clear()  # the hanging request is dropped: the rating is sent again
     assert rig.shipper.flush(15)
+    # An unset that had gone before the rating was answered would be missing here (what arrived
+    # before clear() is forgotten), or come first.
     about_x = [item for item in fake_humanloop.received if item["data_id"] == "dp-x"]
     assert [item.get("unset") for item in about_x] == [None, True]
     assert rig.shipper.stats().sent == 11
 
 
 def test_a_pause_the_service_asked_for_holds_back_new_requests() -> None:
-    """After a 429 with Retry-After, no new request starts before the pause ends."""
+    """After a 429 with Retry-After, no new request starts before the pause ends; then it does."""
     window = Window(4)
+    asked = time.monotonic()
     window.pause(0.3)
-    started = threading.Event()
-
-    def send() -> None:
-        window.acquire(never)
-        started.set()
-
-    thread = threading.Thread(target=send)
-    thread.start()
-    assert not started.wait(0.1)  # well inside the pause
-    assert started.wait(5)  # and it ends
-    thread.join()
+    window.acquire(never)
+    assert time.monotonic() >= asked + 0.3
+    assert window.active == 1
 
 
 def test_a_close_deadline_ends_a_pause() -> None:
@@ -298,12 +288,11 @@ def test_a_close_deadline_ends_a_pause() -> None:
 
 
 def test_while_narrowed_a_batch_waits_to_be_fuller(
-    fake_humanloop: FakeHumanloop, rigs: list[Rig]
+    fake_humanloop: FakeHumanloop, make: Rigs
 ) -> None:
     """After a 503 halves the window (4 to 2), a batch is due at twice batch_size: a process
     behind a rate limit sends fewer, bigger requests."""
-    rig = Rig(fake_humanloop, batch_size=5)
-    rigs.append(rig)
+    rig = make(batch_size=5)
     fake_humanloop.fail_next(1, 503, retry_after=0.01)
     rig.send("dp-first")
     assert rig.shipper.flush(10)
@@ -311,8 +300,11 @@ def test_while_narrowed_a_batch_waits_to_be_fuller(
 
     for n in range(5):
         rig.send(f"dp-{n}")
-    assert not fake_humanloop.wait_for_arrivals(1, timeout=0.3)  # one batch is not enough now
+    # One batch is not enough now: the five wait, unsent ...
+    assert fake_humanloop.arrivals == 0
+    assert rig.stats().pending == 5
     for n in range(5, 10):
         rig.send(f"dp-{n}")
+    # ... for the five that make the batch due, and go with them.
     assert fake_humanloop.wait_for_items(10, timeout=10)
     assert [r.item_count for r in fake_humanloop.requests] == [10]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -13,10 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from support import Control, child_env, free_port
 
 from humanloop_logging import DeliveryError, TransportError, _guard
 from humanloop_logging._guard import WATCHDOG_THREAD
@@ -25,28 +24,8 @@ from humanloop_logging.transport import HTTPTransport
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parents[1]
 ITEM = {"data_id": "dp-1", "type": "rating", "value": "good"}
 BODY = json.dumps([ITEM]).encode()
-
-
-class Control:
-    """A shipper's SendControl with no close deadline; waits are skipped."""
-
-    def __init__(self, deadline: float = math.inf) -> None:
-        self._deadline = deadline
-
-    def deadline(self) -> float:
-        return self._deadline
-
-    def sleep(self, seconds: float) -> None:
-        pass
-
-    def retrying(self, error: DeliveryError, wait: float) -> None:
-        pass
-
-    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
-        return False
 
 
 # -- tiny servers on 127.0.0.1 -------------------------------------------------------------------
@@ -289,8 +268,7 @@ def test_requests_still_go_out_when_no_thread_can_be_started(
 
 
 def _child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUMANLOOP_", "HTTP"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = {k: v for k, v in child_env().items() if not k.startswith("HTTP")}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         env=env,
@@ -302,16 +280,11 @@ def _child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 _CHILD_PRELUDE = """
-    import json, math, sys, threading, time
+    import json, sys, threading, time
     from humanloop_logging import DeliveryError
     from humanloop_logging._guard import WATCHDOG_THREAD
     from humanloop_logging.transport import HTTPTransport
-
-    class Control:
-        def deadline(self): return math.inf
-        def sleep(self, seconds): pass
-        def retrying(self, error, wait): pass
-        def give_up_early(self, error, attempts): return False
+    from support import Control
 
     def send(url, timeout):
         target = HTTPTransport(api_key="hl-test-key", url=url, timeout=timeout, max_retry_time=0)
@@ -430,9 +403,7 @@ def test_an_unreachable_proxy_is_named(
     fake_humanloop: FakeHumanloop, no_proxy_settings: pytest.MonkeyPatch
 ) -> None:
     """HTTP_PROXY pointing at nothing: category proxy, naming the proxy and the setting."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     no_proxy_settings.setenv("HTTP_PROXY", f"http://user:pw@127.0.0.1:{port}")
     error = send(transport(fake_humanloop.url, timeout=5.0, api_key=fake_humanloop.api_key))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import assert_consistent, feedback, flush_threads, own_logger
 
 from humanloop_logging import (
     ConfigurationError,
@@ -25,28 +25,6 @@ from humanloop_logging.testing import ErrorLog, FakeHumanloop
 pytestmark = pytest.mark.timeout(30)
 
 
-FLUSH_THREAD = "humanloop-feedback-flush"
-
-_names = itertools.count()
-
-
-def new_logger() -> logging.Logger:
-    logger = logging.getLogger(f"tests.handler.{next(_names)}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
-    return logger
-
-
-def assert_consistent(stats: FeedbackStats) -> None:
-    assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
-    ), stats
-
-
-def flush_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == FLUSH_THREAD]
-
-
 class Rigs:
     """Builds handlers on their own loggers; closes and detaches all of them at teardown."""
 
@@ -55,7 +33,7 @@ class Rigs:
         self._made: list[tuple[logging.Logger, logging.Handler]] = []
 
     def attach(self, handler: logging.Handler) -> logging.Logger:
-        logger = new_logger()
+        logger = own_logger()
         logger.addHandler(handler)
         self._made.append((logger, handler))
         return logger
@@ -81,12 +59,6 @@ def rigs(fake_humanloop: FakeHumanloop) -> Iterator[Rigs]:
     made = Rigs(fake_humanloop)
     yield made
     made.close()
-
-
-def feedback(logger: logging.Logger, data_id: str, **fields: Any) -> None:
-    extra: dict[str, Any] = {"data_id": data_id, "type": "rating", "value": "good"}
-    extra.update(fields)
-    logger.info("feedback", extra=extra)
 
 
 # -- recognition --------------------------------------------------------------------------------
@@ -268,7 +240,7 @@ def test_handler_and_processor_with_one_shipper_share_queue_and_thread(
     shipper = FeedbackShipper(
         api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
     )
-    logger = new_logger()
+    logger = own_logger()
     try:
         handler = FeedbackHandler(shipper=shipper)
         processor = FeedbackProcessor(shipper=shipper)
@@ -296,7 +268,7 @@ def test_closing_a_handler_leaves_a_shared_shipper_running(fake_humanloop: FakeH
     shipper = FeedbackShipper(
         api_key=fake_humanloop.api_key, base_url=fake_humanloop.base_url, flush_interval=60.0
     )
-    logger = new_logger()
+    logger = own_logger()
     try:
         first = FeedbackHandler(shipper=shipper)
         first.close()

@@ -7,7 +7,6 @@ import json
 import linecache
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,16 +14,20 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import child_env, closed_port_base_url, data_ids, hand_over, humanloop_env
 
 from humanloop_logging.testing import FakeHumanloop
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+
+#: How long past its last line a child with exit_timeout=1 may take to end. The exit hook keeps
+#: to that second; the bound only tells it from the 30 s of timeout and max_retry_time that these
+#: tests set beside it, so it is ten times the expected time, for a slow and shared machine: no
+#: claim about speed. That the deadline is what ended the sends is read from what the child said.
+EXIT_BOUND = 10.0
 
 PRELUDE = """
 import json, logging, os, sys, time
@@ -69,16 +72,10 @@ class Finished:
 
 def run_script(body: str, env: Mapping[str, str], timeout: float = 30.0) -> Finished:
     """Run PRELUDE + body in a fresh interpreter that imports this checkout."""
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANLOOP_")}
-    child_env.pop("PYTEST_CURRENT_TEST", None)
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
-    )
-    child_env.update(env)
     script = PRELUDE + textwrap.dedent(body)
     result = subprocess.run(
         [sys.executable, "-c", script],
-        env=child_env,
+        env=child_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -89,21 +86,7 @@ def run_script(body: str, env: Mapping[str, str], timeout: float = 30.0) -> Fini
 
 
 def env_for(fake: FakeHumanloop, **settings: Any) -> dict[str, str]:
-    env = {"HUMANLOOP_API_KEY": fake.api_key, "HUMANLOOP_BASE_URL": fake.base_url}
-    for name, value in settings.items():
-        env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
-    return env
-
-
-def closed_port_base_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v4"
-
-
-def counts(fake: FakeHumanloop) -> collections.Counter[str]:
-    return collections.Counter(item["data_id"] for item in fake.received)
+    return humanloop_env(fake.api_key, fake.base_url, **settings)
 
 
 def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> None:
@@ -121,14 +104,15 @@ def test_records_queued_at_exit_are_delivered(fake_humanloop: FakeHumanloop) -> 
 
     assert result.returncode == 0, result.stderr
     assert result.stats("BEFORE-EXIT")["pending"] == 50
-    assert counts(fake_humanloop) == collections.Counter(f"dp-{index}" for index in range(50))
+    assert data_ids(fake_humanloop) == collections.Counter(f"dp-{index}" for index in range(50))
     assert "Traceback" not in result.stderr
 
 
 def test_exit_with_the_server_down_stays_within_exit_timeout(
     fake_humanloop: FakeHumanloop,
 ) -> None:
-    """Nothing listening: the process exits within exit_timeout + 1 s and says what was not sent."""
+    """Nothing listening: the process exits at its exit_timeout (the close deadline, not
+    max_retry_time, ends the retries) and says what was not sent."""
     env = env_for(fake_humanloop, flush_interval=60, exit_timeout=1, max_retry_time=30)
     env["HUMANLOOP_BASE_URL"] = closed_port_base_url()
     result = run_script(
@@ -143,7 +127,8 @@ def test_exit_with_the_server_down_stays_within_exit_timeout(
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     assert "5 record" in result.stderr, result.stderr
 
 
@@ -165,7 +150,8 @@ def test_exit_with_a_hanging_server_stays_within_exit_timeout(
     )
 
     assert result.returncode == 0, result.stderr
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     assert fake_humanloop.wait_for_arrivals(1, timeout=1.0)
     assert fake_humanloop.requests[0].item_count == 5
     assert "5 record" in result.stderr, result.stderr
@@ -196,7 +182,8 @@ def test_exit_reports_a_batch_that_was_in_flight(fake_humanloop: FakeHumanloop) 
 
     assert result.returncode == 0, result.stderr
     assert result.line("FLUSHED") == "False"
-    assert result.ended - float(result.line("END")) < 2.0
+    assert result.ended - float(result.line("END")) < EXIT_BOUND
+    assert "close deadline" in result.stderr, result.stderr
     # The first batch hangs; the rest may go beside it (flush() makes it due), in any order.
     items = [r.item_count for r in fake_humanloop.requests]
     assert max(items) >= 5
@@ -238,7 +225,7 @@ def test_forked_child_sends_its_own_records_and_not_its_parents(
     assert (child["enqueued"], child["sent"], child["pending"]) == (2, 2, 0)
     parent = result.stats("PARENT")
     assert (parent["enqueued"], parent["sent"], parent["pending"]) == (3, 0, 3)
-    assert counts(fake_humanloop) == collections.Counter(
+    assert data_ids(fake_humanloop) == collections.Counter(
         ["parent-0", "parent-1", "parent-2", "child-0", "child-1"]
     )
 
@@ -282,7 +269,7 @@ def test_a_forked_child_asks_the_system_for_no_proxy_settings(
     assert result.line("CHILD-STATUS") == "0"
     assert result.line("CHILD-FLUSHED") == "True"
     assert result.line("CHILD-ASKED") == "0"
-    assert counts(fake_humanloop) == collections.Counter(["child-0"])
+    assert data_ids(fake_humanloop) == collections.Counter(["child-0"])
 
 
 def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
@@ -313,7 +300,7 @@ def test_root_handler_at_debug_does_not_recurse_or_send_library_records(
     assert result.line("FLUSHED") == "True"
     stats = result.stats("STATS")
     assert (stats["enqueued"], stats["sent"], stats["rejected"], stats["pending"]) == (4, 3, 1, 0)
-    assert counts(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
     assert [r.status for r in fake_humanloop.requests] == [503, 200]
 
 
@@ -339,12 +326,12 @@ def test_a_record_appended_as_the_flush_thread_stops_is_sent(
             line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
             if line == "engine.idle = True":
                 injected.append("late")
-                shipper.submit(("late", "rating", "good", None, None, None, time.time()))
+                hand_over(shipper, "late")
         return trace
 
     threading.settrace(trace)
     try:
-        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        hand_over(shipper, "first")
         assert shipper.close(10)
     finally:
         threading.settrace(None)
@@ -367,14 +354,14 @@ def test_a_close_that_another_close_ended_first_leaves_a_restarted_thread_alone(
     from humanloop_logging import FeedbackShipper
 
     shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
-    shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+    hand_over(shipper, "first")
     other: list[bool] = []
 
     def trace(frame: Any, event: str, arg: object) -> Any:
         if event == "call" and frame.f_code.co_name == "wait_closed" and not other:
             sys.settrace(None)
             other.append(shipper.close(5))  # the other thread's close, ending first
-            shipper.submit(("later", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, "later")
         return None
 
     sys.settrace(trace)

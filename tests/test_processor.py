@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import logging.handlers
@@ -16,6 +15,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 from structlog.typing import EventDict, Processor, WrappedLogger
+from support import own_logger
 
 from humanloop_logging import (
     FeedbackHandler,
@@ -26,9 +26,6 @@ from humanloop_logging import (
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
-
-
-_names = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +60,7 @@ def capture() -> LogCapture:
 @pytest.fixture
 def stdlib_logger() -> Iterator[logging.Logger]:
     """A stdlib logger of its own, at DEBUG, not propagating; handlers removed afterwards."""
-    logger = logging.getLogger(f"tests.processor.{next(_names)}")
-    logger.propagate = False
-    logger.setLevel(logging.DEBUG)
+    logger = own_logger()
     yield logger
     for handler in list(logger.handlers):
         logger.removeHandler(handler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import math
@@ -13,13 +12,13 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from support import HandlerRig
 
 from humanloop_logging import (
-    FeedbackHandler,
     FeedbackValidationError,
 )
 from humanloop_logging._record import Captured, encode_array, freeze, to_payload, to_payloads
-from humanloop_logging.testing import ErrorLog, FakeHumanloop
+from humanloop_logging.testing import FakeHumanloop
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,32 +26,19 @@ pytestmark = pytest.mark.timeout(30)
 MISSING = object()
 """Marks a field left out of the record altogether."""
 
-_names = itertools.count()
 
-
-class Rig:
-    """A handler on its own logger, sending to the stand-in; only ``flush()`` sends."""
+class Rig(HandlerRig):
+    """A handler on its own logger, sending to the stand-in; only ``flush()`` sends. Fields
+    given as MISSING are left out of the record."""
 
     def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
-        self.fake = fake
-        self.errors = ErrorLog()
-        options: dict[str, Any] = {"batch_size": 100, "flush_interval": 60.0}
-        options.update(settings)
-        self.handler = FeedbackHandler(
-            api_key=fake.api_key, base_url=fake.base_url, on_error=self.errors, **options
+        super().__init__(
+            fake.api_key, fake.base_url, **{"batch_size": 100, "flush_interval": 60.0, **settings}
         )
-        self.logger = logging.getLogger(f"tests.record.{next(_names)}")
-        self.logger.propagate = False
-        self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(self.handler)
+        self.fake = fake
 
     def log(self, **fields: Any) -> None:
-        extra = {name: value for name, value in fields.items() if value is not MISSING}
-        self.logger.info("feedback", extra=extra)
-
-    def close(self) -> None:
-        self.logger.removeHandler(self.handler)
-        self.handler.close()
+        super().log(**{name: value for name, value in fields.items() if value is not MISSING})
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from collections.abc import Iterator
 
 import pytest
 import tenacity
+from support import Clock, Control, free_port
 
 from humanloop_logging import DeliveryError, TransportError
 from humanloop_logging._report import Reporter, _heard_elsewhere, logger
@@ -253,43 +253,21 @@ def test_a_problem_given_up_at_once_has_no_retry_notice(heard: ListHandler) -> N
     assert heard.messages == ["Humanloop refused the API key"]
 
 
-class Clock:
-    """A monotonic clock that only the sender's sleep moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class ReportingControl:
-    """The engine's part: counts retries and tells the reporter; a sleep moves the clock."""
+class ReportingControl(Control):
+    """The engine's part: tells the reporter of each retry; a sleep moves the clock."""
 
     def __init__(self, clock: Clock, reporter: Reporter) -> None:
-        self._clock = clock
+        super().__init__(clock=clock)
         self._reporter = reporter
-        self.retries = 0
-
-    def deadline(self) -> float:
-        return float("inf")
-
-    def sleep(self, seconds: float) -> None:
-        self._clock.now += seconds
 
     def retrying(self, error: DeliveryError, wait: float) -> None:
-        self.retries += 1
+        super().retrying(error, wait)
         self._reporter.problem(error)
-
-    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
-        return False
 
 
 def test_a_closed_port_is_announced_at_the_first_failure(heard: ListHandler) -> None:
     """Nothing listening: one warning at the first failure naming host, port and the fix."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     clock = Clock()
     reporter = Reporter(None)
     control = ReportingControl(clock, reporter)
@@ -307,7 +285,7 @@ def test_a_closed_port_is_announced_at_the_first_failure(heard: ListHandler) -> 
     finally:
         transport.close()
 
-    assert control.retries == 5  # attempts at 0, 10, 20, 30, 40, 50 s; 60 s is past the limit
+    assert len(control.retries) == 5  # attempts at 0, 10, 20, 30, 40, 50 s; 60 s is past the limit
     assert raised.value.category == "refused"
     assert heard.messages == [
         f"cannot reach Humanloop at 127.0.0.1:{port} (connection refused) for POST "

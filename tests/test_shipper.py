@@ -8,11 +8,12 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 import tenacity
+from support import FLUSH_THREAD, Rigs, assert_consistent, data_ids, flush_threads, hand_over
 
 from humanloop_logging import (
     APIError,
@@ -28,79 +29,59 @@ from humanloop_logging import (
 )
 from humanloop_logging._record import to_payloads
 from humanloop_logging.testing import ErrorLog, FakeHumanloop
-from humanloop_logging.transport import HTTPTransport
+from humanloop_logging.transport import RETRY_AFTER_SPREAD, HTTPTransport, SendControl
 
 pytestmark = pytest.mark.timeout(30)
 
 
-FLUSH_THREAD = "humanloop-feedback-flush"
-
-
-class Rig:
-    """A shipper on the stand-in, fed through a FeedbackProcessor (the thinnest adapter)."""
-
-    def __init__(self, fake: FakeHumanloop, **settings: Any) -> None:
-        self.fake = fake
-        self.errors = ErrorLog()
-        options: dict[str, Any] = {
-            "api_key": fake.api_key,
-            "base_url": fake.base_url,
-            "flush_interval": 60.0,
-            "max_retry_time": 10.0,
-            "on_error": self.errors,
-        }
-        options.update(settings)
-        self.shipper = FeedbackShipper(**options)
-        self._processor = FeedbackProcessor(shipper=self.shipper)
-
-    def send(self, data_id: str, **fields: Any) -> None:
-        event: dict[str, Any] = {"event": "fb", "data_id": data_id, "type": "rating"}
-        event.setdefault("value", "good")
-        event.update(fields)
-        self._processor(None, "info", event)
-
-    def stats(self) -> FeedbackStats:
-        stats = self.shipper.stats()
-        assert_consistent(stats)
-        return stats
-
-
-Make = Callable[..., Rig]
+Make = Rigs
 
 
 @pytest.fixture
 def make(fake_humanloop: FakeHumanloop) -> Iterator[Make]:
-    made: list[Rig] = []
-
-    def build(**settings: Any) -> Rig:
-        rig = Rig(fake_humanloop, **settings)
-        made.append(rig)
-        return rig
-
-    yield build
-    for rig in made:
-        rig.shipper.close(timeout=2.0)
+    with Rigs(fake_humanloop) as rigs:
+        yield rigs
 
 
-def assert_consistent(stats: FeedbackStats) -> None:
-    assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
-    ), stats
+class Watched:
+    """The HTTPTransport a shipper builds, with what each send asks of the shipper in view: the
+    wait before every retry, and an event once a retry is announced (its wait about to begin)."""
+
+    def __init__(self, fake: FakeHumanloop, *, timeout: float = 5.0, max_retry_time: float) -> None:
+        self.http = HTTPTransport(
+            api_key=fake.api_key, url=fake.url, timeout=timeout, max_retry_time=max_retry_time
+        )
+        self.waits: list[float] = []
+        self.retried = threading.Event()
+
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        self.http.send(body, records, _Told(control, self))
+
+    def reset_after_fork(self) -> None:
+        self.http.reset_after_fork()
+
+    def cut_off_at(self, deadline: float) -> None:
+        self.http.cut_off_at(deadline)
+
+    def close(self) -> None:
+        self.http.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll a condition the library exposes no event for (a counter), up to ``timeout``."""
-    end = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        pause.wait(0.005)
-    return True
+class _Told:
+    """The shipper's SendControl of one send, as it is, but that each retry is told to a Watched
+    too (after the shipper, so its counters have it by then)."""
 
+    def __init__(self, control: SendControl, watched: Watched) -> None:
+        self._control = control
+        self._watched = watched
+        self.deadline = control.deadline
+        self.sleep = control.sleep  # the shipper's own wait, which a close cuts short
+        self.give_up_early = control.give_up_early
 
-def ids(fake: FakeHumanloop) -> collections.Counter[str]:
-    return collections.Counter(item["data_id"] for item in fake.received)
+    def retrying(self, error: DeliveryError, wait: float) -> None:
+        self._control.retrying(error, wait)
+        self._watched.waits.append(wait)
+        self._watched.retried.set()
 
 
 def gaps(fake: FakeHumanloop) -> list[float]:
@@ -126,7 +107,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
     for start in (0, 5):
         for data_id in first[start : start + 5]:
             rig.send(data_id)
-        assert wait_until(lambda: rig.stats().pending == 0, timeout=15.0)
+        assert rig.shipper.flush(15.0)  # (a whole batch: flush() changes nothing in it)
     for data_id in first[10:]:
         rig.send(data_id)
     assert rig.shipper.flush(15.0)
@@ -142,7 +123,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
     assert rig.shipper.flush(15.0)
 
     valid = [data_id for data_id in first + second if "bad" not in data_id]
-    assert ids(fake) == collections.Counter(valid)
+    assert data_ids(fake) == collections.Counter(valid)
     rejected = rig.errors.of(UnprocessableEntityError)
     assert sorted(str(record["data_id"]) for e in rejected for record in e.records) == [
         "dp-bad-1",
@@ -177,15 +158,12 @@ def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make
     """No thread until feedback arrives; then one daemon humanloop-feedback-flush, gone after
     close(), and a new one for the next record."""
 
-    def flush_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
-
     before = set(threading.enumerate())
     rig = make()
-    assert flush_threads() == []
+    assert flush_threads(before) == []
 
     rig.send("dp-0")
-    new = flush_threads()
+    new = flush_threads(before)
     assert [thread.name for thread in new] == [FLUSH_THREAD]
     assert new[0].daemon
 
@@ -194,11 +172,11 @@ def test_flush_thread_starts_with_the_first_record_and_stops_on_close(make: Make
     assert not new[0].is_alive()
 
     rig.send("dp-1")
-    again = flush_threads()
+    again = flush_threads(before)
     assert [thread.name for thread in again] == [FLUSH_THREAD]
     assert again[0] is not new[0]
     assert rig.shipper.close()
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-1"])
 
 
 # -- batching and flushing ------------------------------------------------------------------------
@@ -216,20 +194,30 @@ def test_full_batches_go_without_flush(make: Make) -> None:
     assert rig.shipper.flush(5.0)
     assert [r.item_count for r in rig.fake.requests] == [5, 2]
     assert all(r.batch for r in rig.fake.requests)
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(7))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(7))
 
 
 def test_a_part_batch_waits_for_its_interval(make: Make) -> None:
-    """Fewer than batch_size records are not sent before flush_interval (60 s here)."""
+    """Fewer than batch_size records are not sent before flush_interval (60 s here): they wait,
+    and go with the records that fill their batch."""
     rig = make(batch_size=5)
     for index in range(5):
         rig.send(f"dp-{index}")
     assert rig.fake.wait_for_items(5)
+    assert rig.shipper.flush(5.0)  # the full batch is counted (nothing else is queued)
     rig.send("dp-5")
     rig.send("dp-6")
 
-    assert not wait_until(lambda: rig.shipper.stats().sent > 5, timeout=0.3)
-    assert rig.stats().pending == 2
+    stats = rig.stats()
+    assert (stats.sent, stats.pending) == (5, 2)
+    for index in range(7, 10):  # the batch is full now
+        rig.send(f"dp-{index}")
+    assert rig.fake.wait_for_items(10)
+    # dp-5 and dp-6 went in the request that the batch's last record started, not before.
+    assert [r.item_count for r in rig.fake.requests] == [5, 5]
+    assert [item["data_id"] for item in rig.fake.requests[1].json()] == [
+        f"dp-{index}" for index in range(5, 10)
+    ]
 
 
 def test_a_backlog_goes_in_requests_of_up_to_five_batch_sizes(make: Make) -> None:
@@ -245,7 +233,7 @@ def test_a_backlog_goes_in_requests_of_up_to_five_batch_sizes(make: Make) -> Non
     rig.fake.clear()  # the hanging request is dropped, and sent again
     assert rig.shipper.flush(10.0)
     assert [r.item_count for r in rig.fake.requests] == [5, 25, 25, 10]
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(65))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(65))
 
 
 def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
@@ -254,9 +242,11 @@ def test_items_are_sent_once_flush_interval_has_passed(make: Make) -> None:
     logged = time.time()
     rig.send("dp-1")
 
+    # It goes without flush() (nothing else would send it for a minute); 5 s is only the bound
+    # against never, 16 times the interval: how soon after it is the machine's speed.
     assert rig.fake.wait_for_items(1, timeout=5.0)
     waited = rig.fake.requests[0].time - logged
-    assert 0.27 <= waited < 1.5
+    assert waited >= 0.27  # not before the interval (less the stand-in's clock reading)
 
 
 def test_flush_returns_true_once_sent(make: Make) -> None:
@@ -278,8 +268,10 @@ def test_flush_returns_false_when_time_runs_out(make: Make) -> None:
     rig.send("dp-1")
 
     started = time.monotonic()
+    # False: it ended at its own timeout, not at an answer (the hang lasts until clear(), and
+    # the 5 s request timeout would end in a retry that succeeds, and True).
     assert not rig.shipper.flush(0.3)
-    assert 0.25 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.25  # it did wait for its timeout
     assert rig.stats().pending == 1
 
     rig.fake.clear()  # releases the hung request: the retry then succeeds
@@ -322,8 +314,8 @@ def test_stats_invariant_holds_under_concurrent_logging(make: Make) -> None:
     stats = rig.stats()
     assert stats.enqueued == 4 * (250 + 3)
     assert (stats.pending, stats.failed) == (0, 0)
-    assert sum(ids(rig.fake).values()) == stats.sent
-    assert max(ids(rig.fake).values()) == 1
+    assert sum(data_ids(rig.fake).values()) == stats.sent
+    assert max(data_ids(rig.fake).values()) == 1
 
 
 # -- the bounded queue ----------------------------------------------------------------------------
@@ -339,7 +331,7 @@ def test_full_queue_drops_new_records_and_warns_once_per_burst(
         rig.send(f"dp-{index}")
 
     assert rig.shipper.flush(5.0)
-    assert sorted(ids(rig.fake)) == [f"dp-{index}" for index in range(5)]
+    assert sorted(data_ids(rig.fake)) == [f"dp-{index}" for index in range(5)]
     full = rig.errors.of(QueueFullError)
     assert [error.dropped for error in full] == [15]
     assert full[0].max_queue_size == 5
@@ -367,7 +359,7 @@ def test_close_drains_and_is_safe_twice(make: Make) -> None:
     assert rig.shipper.close()
     assert rig.shipper.close()
 
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
     assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -383,7 +375,7 @@ def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCapture
         rig.send(f"late-{n}")
     assert rig.shipper.flush(5.0)
 
-    assert ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
+    assert data_ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
     assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
     assert [r for r in caplog.records if r.name == "humanloop_logging"] == []
     assert rig.shipper.close()
@@ -415,22 +407,25 @@ def test_a_record_racing_close_is_never_left_pending(make: Make) -> None:
     # up on what is left, and says so: every record is sent, dropped or given up on, none lost.
     assert stats.enqueued == sent[0] == stats.sent + stats.dropped + stats.failed
     # At most the one batch cut off at a deadline after the stand-in took it arrives unaccounted.
-    assert stats.sent <= sum(ids(rig.fake).values()) <= stats.sent + 7
+    assert stats.sent <= sum(data_ids(rig.fake).values()) <= stats.sent + 7
     assert rig.shipper.close()
 
 
 def test_close_cuts_a_retry_wait_short(make: Make) -> None:
     """close() interrupts a long Retry-After wait: the record is resent at once, not in 30 s."""
-    rig = make(batch_size=1, max_retry_time=60.0)
+    watched = Watched(make.fake, max_retry_time=60.0)
+    rig = make(batch_size=1, max_retry_time=60.0, transport=watched)
     rig.fake.fail_next(1, 503, retry_after=30)
     rig.send("dp-1")
-    assert wait_until(lambda: rig.shipper.stats().retried == 1)
+    assert watched.retried.wait(5.0)  # the 30 s wait begins
 
-    started = time.monotonic()
+    # True: the record was sent within the close's 3 s. A wait left to run its 30 s would end
+    # past the deadline, and the close would give the record up and return False.
     assert rig.shipper.close(timeout=3.0)
-    assert time.monotonic() - started < 1.0
 
     assert [r.status for r in rig.fake.requests] == [503, 200]
+    assert len(watched.waits) == 1
+    assert watched.waits[0] >= 30.0
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
@@ -444,6 +439,8 @@ def test_close_defaults_to_exit_timeout(make: Make) -> None:
     started = time.monotonic()
     assert not rig.shipper.close()
     # Bounds far apart, so only the setting used decides: exit_timeout 0.5 s, not timeout 30 s.
+    # The upper one only tells a close bounded by exit_timeout from one that waits for the 30 s
+    # request timeout: 30 times the 0.5 s, it is no claim about speed.
     assert 0.4 <= time.monotonic() - started < 15.0
     stats = rig.stats()
     assert (stats.pending, stats.failed) == (0, 1)  # closed means settled: nothing left in limbo
@@ -460,7 +457,7 @@ def test_dropped_shipper_drains_and_its_thread_ends(fake_humanloop: FakeHumanloo
         processor(
             None, "info", {"event": "x", "data_id": f"dp-{index}", "type": "rating", "value": 1}
         )
-    [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
+    [thread] = flush_threads(before)
 
     del processor, shipper
     gc.collect()
@@ -468,7 +465,7 @@ def test_dropped_shipper_drains_and_its_thread_ends(fake_humanloop: FakeHumanloo
     assert fake_humanloop.wait_for_items(3)
     thread.join(5.0)
     assert not thread.is_alive()
-    assert ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
+    assert data_ids(fake_humanloop) == collections.Counter(["dp-0", "dp-1", "dp-2"])
 
 
 def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: Make) -> None:
@@ -480,7 +477,9 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
 
     started = time.monotonic()
     assert not rig.shipper.close(timeout=0.5)
-    assert time.monotonic() - started < 15.0  # the close's 0.5 s, not max_retry_time's 60 s
+    # The close's 0.5 s, not max_retry_time's 60 s: a bound against the long wait only, 30 times
+    # the expected time, and no claim about speed.
+    assert time.monotonic() - started < 15.0
 
     assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
@@ -552,11 +551,9 @@ def test_a_send_that_a_close_gave_up_on_makes_no_further_attempt(
         transport=transport,
     )
     fake_humanloop.hang_next(1)
-    FeedbackProcessor(shipper=shipper)(
-        None, "info", {"event": "fb", "data_id": "dp-0", "type": "rating", "value": "good"}
-    )
+    hand_over(shipper, "dp-0")
     assert fake_humanloop.wait_for_arrivals(1)
-    [thread] = [t for t in threading.enumerate() if t.name == FLUSH_THREAD and t not in before]
+    [thread] = flush_threads(before)
 
     assert not shipper.close(timeout=0.3)
     assert cut_off.wait(10.0)  # the hanging attempt was cut off, and its send waits to retry
@@ -587,7 +584,7 @@ def test_422_removes_only_the_named_item_and_resends_the_rest(make: Make) -> Non
     assert rig.shipper.flush(5.0)
 
     assert [(r.status, r.item_count) for r in rig.fake.requests] == [(422, 3), (200, 2)]
-    assert ids(rig.fake) == collections.Counter(["dp-0", "dp-2"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-2"])
     [error] = rig.errors.of(UnprocessableEntityError)
     assert error.status == 422
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-bad"]
@@ -625,7 +622,7 @@ def test_422_naming_no_item_is_bisected(make: Make) -> None:
 
     assert [r.item_count for r in rig.fake.requests] == [4, 2, 1, 1, 2]
     assert [r.status for r in rig.fake.requests] == [422, 422, 200, 200, 200]
-    assert ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
+    assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
     assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -708,7 +705,7 @@ def test_on_error_that_raises_does_not_stop_delivery(make: Make) -> None:
 
     assert rig.shipper.flush(5.0)
     assert len(calls) == 1
-    assert ids(rig.fake) == collections.Counter(["dp-ok"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-ok"])
 
 
 # -- retries --------------------------------------------------------------------------------------
@@ -729,41 +726,49 @@ def test_transient_statuses_are_retried(make: Make, status: int) -> None:
 
 
 def test_retry_without_retry_after_backs_off(make: Make) -> None:
-    """Without Retry-After the retry waits a backoff (at least about a quarter second)."""
-    rig = make()
+    """Without Retry-After the retry waits a backoff: the first step, a quarter second plus up to
+    half a second of jitter."""
+    watched = Watched(make.fake, max_retry_time=10.0)
+    rig = make(transport=watched)
     rig.fake.fail_next(1, 503)
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [503, 200]
+    [wait] = watched.waits
+    assert 0.25 <= wait <= 0.75
     [gap] = gaps(rig.fake)
-    assert 0.2 <= gap < 2.0
+    assert gap >= 0.2  # and it was waited
 
 
 def test_retry_after_is_honoured(make: Make) -> None:
-    """A 429 with Retry-After: 0.8 is retried after 0.8 s, longer than the first backoff step."""
-    rig = make()
+    """A 429 with Retry-After: 0.8 is retried after 0.8 s (stretched by up to a fifth), longer
+    than the first backoff step."""
+    watched = Watched(make.fake, max_retry_time=10.0)
+    rig = make(transport=watched)
     rig.fake.fail_next(1, 429, retry_after=0.8)
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [429, 200]
+    [wait] = watched.waits
+    assert 0.8 <= wait <= 0.8 * (1 + RETRY_AFTER_SPREAD)
     [gap] = gaps(rig.fake)
-    assert 0.78 <= gap < 2.0
+    assert gap >= 0.78  # and it was waited
 
 
 def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
     """A Retry-After past the retry budget fails the batch now instead of waiting to fail."""
-    rig = make(max_retry_time=1.0)
+    watched = Watched(make.fake, max_retry_time=1.0)
+    rig = make(max_retry_time=1.0, transport=watched)
     rig.fake.fail_next(1, 503, retry_after=30)
     rig.send("dp-1")
 
-    started = time.monotonic()
     assert rig.shipper.flush(5.0)
-    assert time.monotonic() - started < 1.0
 
+    assert watched.waits == []  # no wait began: given up on at the answer
     assert len(rig.fake.requests) == 1
     assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
     [error] = rig.errors.of(APIError)
@@ -771,15 +776,19 @@ def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
 
 
 def test_retries_stop_within_max_retry_time(make: Make) -> None:
-    """A server that keeps failing is given up on within max_retry_time."""
-    rig = make(max_retry_time=0.8)
+    """A server that keeps failing is given up on within max_retry_time: no wait is begun that
+    would end past it, and the error says that this was the limit."""
+    watched = Watched(make.fake, max_retry_time=0.8)
+    rig = make(max_retry_time=0.8, transport=watched)
     rig.fake.fail_next(1000, 503)
     rig.send("dp-1")
 
-    started = time.monotonic()
     assert rig.shipper.flush(5.0)
-    assert time.monotonic() - started < 1.3
 
+    assert watched.waits
+    assert sum(watched.waits) < 0.8
+    [error] = rig.errors.of(APIError)
+    assert "(max_retry_time)" in str(error)
     stats = rig.stats()
     assert (stats.sent, stats.failed) == (0, 1)
     assert stats.retried == len(rig.fake.requests) - 1 >= 1
@@ -794,7 +803,7 @@ def test_reset_connection_is_retried(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
-    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
 
 
@@ -807,5 +816,5 @@ def test_timeout_is_retried(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
-    assert ids(rig.fake) == collections.Counter(["dp-1"])
+    assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)

@@ -10,6 +10,7 @@ import textwrap
 import threading
 
 import pytest
+from support import hand_over
 
 from humanloop_logging.testing import FakeHumanloop
 
@@ -99,7 +100,7 @@ def test_the_librarys_threads_leave_sigterm_to_the_main_thread(
 
     shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
     try:
-        shipper.submit(("dp-1", "rating", "good", None, None, None, 0.0))
+        hand_over(shipper, "dp-1")
         assert shipper.flush(5)
         names = {"humanloop-feedback-flush", "humanloop-feedback-watchdog"}
         ours = [t for t in threading.enumerate() if t.name in names]
@@ -138,7 +139,7 @@ def test_the_librarys_threads_are_born_with_sigterm_blocked(
     try:
         shipper = FeedbackShipper(fake_humanloop.api_key, fake_humanloop.base_url)
         try:
-            shipper.submit(("dp-1", "rating", "good", None, None, None, 0.0))
+            hand_over(shipper, "dp-1")
             assert shipper.flush(5)
         finally:
             shipper.close()

@@ -20,27 +20,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from support import ROOT, Clock, child_env, hand_over, tmpfs, wait_until
 
 from humanloop_logging import FeedbackShipper, HumanloopLoggingError
 from humanloop_logging._spool import BUSY_TIMEOUT, Row, Spool, read_status
 from humanloop_logging.exceptions import SpoolError
 from humanloop_logging.testing import FakeHumanloop
 
-ROOT = Path(__file__).resolve().parents[1]
-
 pytestmark = pytest.mark.timeout(60)
 
+#: Where the hand-moved clocks of these tests start.
+NOW = 1_000_000.0
+
 BODY = b'{"data_id":"data_abc","type":"rating","value":"good","user":"user_42"}'
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rows(
@@ -76,7 +68,7 @@ class Child:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", prelude + textwrap.dedent(code)],
             cwd=ROOT,
-            env={**os.environ, "PATH_": path, "PYTHONPATH": str(ROOT)},
+            env=child_env(PATH_=path),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,7 +129,7 @@ def test_delete_forgets_rows(spool: Spool) -> None:
 
 def test_expire_takes_only_old_rows(path: str) -> None:
     """expire deletes and returns this process's rows older than max_age, nothing else."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(2, created=clock.now - 100))
     spool.append(rows(2, start=2, created=clock.now - 1))
@@ -181,7 +173,7 @@ def test_one_batch_over_the_limit_evicts_itself(path: str) -> None:
 
 def test_status_fields(path: str) -> None:
     """status counts rows, bytes, the oldest age and each owner, on its own connection."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(3, created=clock.now - 7))
     released = Spool(path, max_bytes=10 << 20, clock=clock)
@@ -318,7 +310,7 @@ def test_lease_expiry_adopts_when_the_pid_check_cannot_tell(path: str) -> None:
 
 def test_pid_check_applies_only_on_this_host(path: str) -> None:
     """An owner registered from another host is judged by its lease alone."""
-    clock = Clock()
+    clock = Clock(NOW)
     spool = Spool(path, max_bytes=10 << 20, clock=clock)
     spool.append(rows(1, prefix="mine"))
     conn = sqlite3.connect(path, isolation_level=None)
@@ -356,7 +348,7 @@ def test_release_makes_rows_adoptable_at_once(spool: Spool, path: str) -> None:
 def test_taking_rows_by_lease_alone_is_noticed(path: str) -> None:
     """Rows taken from an owner only its lease declared dead come with a notice (it may just be
     stopped); that owner, back, keeps working under its own token without them."""
-    slow_clock, clock = Clock(), Clock()
+    slow_clock, clock = Clock(NOW), Clock(NOW)
     slow = Spool(path, max_bytes=10 << 20, lease=30.0, clock=slow_clock)
     slow.append(rows(2, prefix="slow"))
     other = Spool(path, max_bytes=10 << 20, lease=30.0, clock=clock)
@@ -536,42 +528,25 @@ def test_a_file_replaced_by_another_process_is_followed(path: str) -> None:
     spool.close()
 
 
-def test_locked_spool_raises_quickly_and_recovers(spool: Spool, path: str) -> None:
-    """Another process holding the write lock makes a write fail within about BUSY_TIMEOUT, as a
-    SpoolError; once the lock is gone the spool works."""
+def test_locked_spool_raises_after_its_busy_timeout_and_recovers(spool: Spool, path: str) -> None:
+    """Another process holding the write lock makes a write fail after BUSY_TIMEOUT, as a
+    SpoolError, while the lock is still held; once the lock is gone the spool works."""
     spool.append(rows(1))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     started = time.monotonic()
     with pytest.raises(SpoolError, match="locked") as raised:
         spool.append(rows(1, start=1))
-    assert time.monotonic() - started < BUSY_TIMEOUT + 1.0
+    # The lock is held throughout: the write gave up on its own, after BUSY_TIMEOUT. The bound
+    # is only against waiting for the lock without end: 20 times BUSY_TIMEOUT, no speed claim.
+    assert time.monotonic() - started < 5.0
+    assert f"for more than {BUSY_TIMEOUT} s" in str(raised.value)
     assert path in str(raised.value)
     assert not isinstance(raised.value, sqlite3.Error)
     holder.execute("ROLLBACK")
     holder.close()
     spool.append(rows(1, start=2))
     assert [row.data_id for row in spool.claim(10)] == ["data_0", "data_2"]
-
-
-@contextlib.contextmanager
-def tmpfs(directory: Path, *options: str) -> Iterator[Path]:
-    """A small tmpfs mounted at ``directory``, or a skip where mounting is not allowed."""
-    directory.mkdir()
-    if not shutil.which("mount") or os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", ",".join(options), "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
 
 
 def remount(directory: Path, option: str) -> None:
@@ -712,10 +687,10 @@ def test_rows_evicted_while_in_flight_are_counted_once_by_their_answer(
         on_error=on_error,
     )
     try:
-        shipper.submit(("first", "rating", "good", None, None, None, time.time()))
+        hand_over(shipper, "first")
         assert fake_humanloop.wait_for_arrivals(1, timeout=20)  # its row is in flight, held
         for n in range(3000):
-            shipper.submit((f"burst-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"burst-{n}")
         assert burst_over.wait(30), "the burst never evicted"
         fake_humanloop.clear()  # the held request's connection drops: it is sent again
         assert shipper.flush(30)
@@ -757,17 +732,15 @@ def test_records_logged_while_a_close_waits_for_the_sender_are_delivered(
     closer: Optional[threading.Thread] = None
     try:
         for n in range(5):
-            shipper.submit((f"before-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"before-{n}")
         assert fake_humanloop.wait_for_arrivals(1, timeout=20)
         closer = threading.Thread(target=shipper.close, args=(20,))
         closer.start()
-        deadline = time.monotonic() + 20
-        while not _waiting_for_the_sender():
-            assert time.monotonic() < deadline, "the close never waited for the sender"
-            assert closer.is_alive(), "the close ended without waiting for the sender"
-            threading.Event().wait(0.01)
+        waiting = wait_until(lambda: _waiting_for_the_sender() or not closer.is_alive(), 20)
+        assert waiting, "the close never waited for the sender"
+        assert closer.is_alive(), "the close ended without waiting for the sender"
         for n in range(5):
-            shipper.submit((f"during-{n}", "rating", "good", None, None, None, time.time()))
+            hand_over(shipper, f"during-{n}")
         fake_humanloop.clear()  # the held request's connection drops; it is sent again
         closer.join(30)
         assert shipper.flush(20), shipper.stats()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,13 +15,18 @@ from typing import Any, Optional, Union
 
 import pytest
 import requests
+from support import Clock, child_env
 
 from humanloop_logging.testing import FakeHumanloop
 
-ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("type", "value", "data_id", "user", "created_at", "unset")
 
 pytestmark = pytest.mark.timeout(60)
+
+#: How long stop() may take with something it must not wait for (an idle keep-alive client that
+#: never hangs up, a request held until clear(), a 30 s latency): a bound against waiting for it,
+#: many times what stopping takes on any machine, and no claim about speed.
+STOP_BOUND = 10.0
 
 
 def post(
@@ -58,21 +62,19 @@ def post_raw(
 
 def clean_env() -> dict[str, str]:
     """The environment for child interpreters: this checkout importable, plugins autoloaded."""
-    env = dict(os.environ)
+    env = child_env()
     env.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def test_starts_in_well_under_a_second_on_an_ephemeral_port() -> None:
-    """start() binds a free port on 127.0.0.1 and is serving within a second."""
-    started = time.monotonic()
+def test_start_serves_on_an_ephemeral_port_once_it_returns() -> None:
+    """start() binds a free port on 127.0.0.1 and returns serving: a request right after it is
+    answered."""
     fake = FakeHumanloop().start()
     try:
-        assert time.monotonic() - started < 1.0
         assert fake.running
         assert fake.port != 0
         assert fake.base_url == f"http://127.0.0.1:{fake.port}/v4"
@@ -133,8 +135,8 @@ def test_stop_closes_open_keep_alive_connections(fake_humanloop: FakeHumanloop) 
     sock = conn.sock
     assert sock is not None
     started = time.monotonic()
-    fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    fake_humanloop.stop()  # the client keeps its connection open, and never sends on it
+    assert time.monotonic() - started < STOP_BOUND
     try:
         data = sock.recv(1)
     except ConnectionResetError:
@@ -745,8 +747,8 @@ def test_stop_releases_a_hung_request_promptly(fake_humanloop: FakeHumanloop) ->
     outcome = run_in_thread(lambda: post(fake_humanloop, {"type": "rating", "value": 1}))
     assert fake_humanloop.wait_for_arrivals(1)
     started = time.monotonic()
-    fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    fake_humanloop.stop()  # the request is held until clear(), which never comes
+    assert time.monotonic() - started < STOP_BOUND
     assert isinstance(outcome.result(), requests.ConnectionError)
 
 
@@ -768,7 +770,7 @@ def test_stop_cuts_latency_short(fake_humanloop: FakeHumanloop) -> None:
     assert fake_humanloop.wait_for_arrivals(1)
     started = time.monotonic()
     fake_humanloop.stop()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < STOP_BOUND  # not the 30 s latency
     assert isinstance(outcome.result(), requests.ConnectionError)
     assert [recorded.status for recorded in fake_humanloop.requests] == [0]
 
@@ -835,23 +837,10 @@ def test_wait_for_items_returns_false_on_timeout(fake_humanloop: FakeHumanloop) 
     assert fake_humanloop.wait_for_items(0) is True
 
 
-class ManualClock:
-    """A monotonic clock that moves only when the test says so, for the rate limit's bucket."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clocked() -> Iterator[tuple[FakeHumanloop, ManualClock]]:
-    """A started stand-in whose rate limit refills on a ManualClock."""
-    clock = ManualClock()
+def clocked() -> Iterator[tuple[FakeHumanloop, Clock]]:
+    """A started stand-in whose rate limit refills on a Clock."""
+    clock = Clock()
     with FakeHumanloop(clock=clock) as fake:
         yield fake, clock
 
@@ -866,7 +855,7 @@ def statuses(fake: FakeHumanloop, count: int, **kwargs: Any) -> list[int]:
 
 
 def test_rate_limit_lets_a_burst_through_then_answers_429_until_a_token_is_back(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """A full bucket passes ``burst`` POSTs; the next gets a 429 whose Retry-After is honest."""
     fake, clock = clocked
@@ -891,7 +880,7 @@ def test_rate_limit_lets_a_burst_through_then_answers_429_until_a_token_is_back(
 
 
 def test_rate_limit_retry_after_can_be_fractional_or_left_out(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """retry_after="fractional" says the exact wait to the millisecond; None sends no header."""
     fake, clock = clocked
@@ -970,7 +959,7 @@ def test_rate_limit_comes_after_reset_and_before_fail_and_the_service(
 
 
 def test_rate_limit_is_exact_under_concurrent_clients(
-    clocked: tuple[FakeHumanloop, ManualClock],
+    clocked: tuple[FakeHumanloop, Clock],
 ) -> None:
     """8 threads x 10 POSTs against a burst of 25 and no refill: exactly 25 accepted, 55 refused."""
     fake, _ = clocked

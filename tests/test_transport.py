@@ -27,6 +27,7 @@ import requests
 import tenacity
 from hypothesis import example, given
 from hypothesis import strategies as st
+from support import Clock, Control, closed_port_base_url, free_port
 
 import humanloop_logging
 from humanloop_logging import (
@@ -57,44 +58,6 @@ SECRET = "hl-SECRET-7c1e9f04d2"
 
 ITEM = {"data_id": "dp-1", "type": "rating", "value": "good"}
 BODY = json.dumps([ITEM]).encode()
-
-
-class Clock:
-    """A monotonic clock that stands still until a Control's sleep moves it."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Control:
-    """What the shipper gives a transport: a deadline, a sleep it may cut short, a retry count.
-
-    Sleeps are recorded and skipped, so retry timing is asserted exactly; with a ``clock`` (the
-    transport's too) a sleep moves it, so ``max_retry_time`` passes without real waiting.
-    """
-
-    def __init__(self, *, deadline: float = math.inf, clock: Optional[Clock] = None) -> None:
-        self._deadline = deadline
-        self._clock = clock
-        self.waits: list[float] = []
-        self.retries: list[DeliveryError] = []
-
-    def deadline(self) -> float:
-        return self._deadline
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self._clock is not None:
-            self._clock.now += seconds
-
-    def retrying(self, error: DeliveryError, wait: float) -> None:
-        self.retries.append(error)
-
-    def give_up_early(self, error: DeliveryError, attempts: int) -> bool:
-        return False
 
 
 _opened: list[HTTPTransport] = []
@@ -152,17 +115,9 @@ def transport_for(
     )
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (it was bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    return f"http://127.0.0.1:{free_port()}/v4/feedback"
+    """A loopback feedback URL nothing listens on."""
+    return f"{closed_port_base_url()}/feedback"
 
 
 def send_and_catch(
@@ -840,7 +795,7 @@ def test_retry_after_zero_forever_is_no_hot_loop(
 ) -> None:
     """503 with Retry-After: 0 (or a past date) forever: the backoff still spaces the requests."""
     fake_humanloop.fail_next(1000, 503, retry_after=retry_after)
-    clock = Clock()
+    clock = Clock(5000.0)
     control = Control(clock=clock)
     transport = transport_for(
         fake_humanloop,
@@ -885,7 +840,7 @@ def test_timeouts_are_retried(fake_humanloop: FakeHumanloop) -> None:
 def test_max_retry_time_bounds_the_retries(fake_humanloop: FakeHumanloop) -> None:
     """A server that keeps failing is given up on once the next wait would pass max_retry_time."""
     fake_humanloop.fail_next(1000, 503)
-    clock = Clock()
+    clock = Clock(5000.0)
     control = Control(clock=clock)
     transport = transport_for(
         fake_humanloop, max_retry_time=10.0, wait=tenacity.wait_fixed(3.0), clock=clock
@@ -905,7 +860,7 @@ def during_a_close(
 ) -> tuple[HTTPTransport, Control]:
     """A transport retrying at a fixed ``backoff`` for a shipper whose close ends in
     ``seconds_left`` (of a clock only its waits move), well inside ``max_retry_time``."""
-    clock = Clock()
+    clock = Clock(5000.0)
     control = Control(clock=clock, deadline=clock.now + seconds_left)
     transport = transport_for(
         fake, max_retry_time=60.0, wait=tenacity.wait_fixed(backoff), clock=clock

@@ -10,14 +10,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Union
 from urllib.parse import urlsplit
 
+from support import ROOT, child_env
+
 from fidelity.corpus import Case
 
-ROOT = Path(__file__).resolve().parents[2]
-TESTS = ROOT / "tests"
 #: Pythons with another FastAPI/pydantic stack to test against too (os.pathsep-separated).
 OTHER_PYTHONS_ENV = "HUMANLOOP_FIDELITY_PYTHONS"
 
@@ -36,16 +35,12 @@ class RealService:
 @contextmanager
 def real_service(python: str = sys.executable, timeout: float = 60.0) -> Iterator[RealService]:
     """Run the FastAPI service under ``python`` in a child process until the block ends."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(TESTS), str(ROOT), env.get("PYTHONPATH")])
-    )
     process = subprocess.Popen(
         [python, "-m", "fidelity.service"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # uvicorn's tracebacks for the 500s the corpus provokes
         text=True,
-        env=env,
+        env=child_env(),
         cwd=ROOT,
     )
     try:

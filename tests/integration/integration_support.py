@@ -11,20 +11,21 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parents[2]
+import support
+from support import humanloop_env
+
 APPS = Path(__file__).resolve().parent / "apps"
 
 #: The key every stand-in of this suite expects and every child process sends.
@@ -42,36 +43,15 @@ EXIT_TIMEOUT = 3.0
 SHUTDOWN_BOUND = EXIT_TIMEOUT + 10.0
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-def closed_port_base_url() -> str:
-    """A loopback URL on which nothing listens: every connection is refused (backend down)."""
-    return f"http://127.0.0.1:{free_port()}/v4"
-
-
 def child_env(
     base_url: str,
     settings: Mapping[str, object] = QUEUED_UNTIL_SHUTDOWN,
     extra: Optional[Mapping[str, str]] = None,
 ) -> dict[str, str]:
     """The environment of a child: this library's settings only, the apps importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANLOOP_")}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(APPS), str(ROOT), os.environ.get("PYTHONPATH")])
+    env = support.child_env(
+        APPS, **humanloop_env(API_KEY, base_url, **{"exit_timeout": EXIT_TIMEOUT, **settings})
     )
-    env["PYTHONUNBUFFERED"] = "1"
-    env["HUMANLOOP_API_KEY"] = API_KEY
-    env["HUMANLOOP_BASE_URL"] = base_url
-    env["HUMANLOOP_FEEDBACK_EXIT_TIMEOUT"] = str(EXIT_TIMEOUT)
-    for name, value in settings.items():
-        env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
     env.update(extra or {})
     return env
 
@@ -134,22 +114,32 @@ class Running:
 
     def wait_for_http(self, url: str, timeout: float = 60.0) -> None:
         """Poll ``url`` until it answers 200, the process dies, or ``timeout`` runs out."""
-        end = time.monotonic() + timeout
-        while True:
+
+        def answers() -> bool:
             try:
                 status, _ = http_get(url, timeout=2.0)
             except OSError:
-                status = 0
-            if status == 200:
-                return
+                return False
+            return status == 200
+
+        self.poll(answers, timeout, lambda: f"{url} never answered 200", "before serving")
+
+    def poll(
+        self, ready: Callable[[], bool], timeout: float, never: Callable[[], str], before: str
+    ) -> None:
+        """Look at ``ready`` (a server's port, a file a worker writes: nothing this test can wait
+        on) until it holds. Between looks the process has 0.1 s to exit, which fails at once
+        (``before`` what it exited); ``never()`` says what was missing when ``timeout`` ran out."""
+        end = time.monotonic() + timeout
+        while not ready():
             if time.monotonic() > end:
-                raise AssertionError(f"{url} never answered 200:\n{self.output()}")
-            try:  # the poll interval doubles as a check that the server is still alive
+                raise AssertionError(f"{never()}:\n{self.output()}")
+            try:  # the poll interval doubles as a check that the process is still alive
                 self.proc.wait(0.1)
             except subprocess.TimeoutExpired:
                 continue
             raise AssertionError(
-                f"{self.argv} exited with {self.proc.returncode} before serving:\n{self.output()}"
+                f"{self.argv} exited with {self.proc.returncode} {before}:\n{self.output()}"
             )
 
     def send_signal(self, signum: int = signal.SIGTERM) -> None:

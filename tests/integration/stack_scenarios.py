@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from support import closed_port_base_url, free_port
+
 from humanloop_logging.testing import FakeHumanloop
 from integration.integration_support import (
     APPS,
@@ -29,8 +31,6 @@ from integration.integration_support import (
     Running,
     assert_ended,
     child_env,
-    closed_port_base_url,
-    free_port,
     get_all,
     python,
     received_counts,
@@ -229,18 +229,12 @@ def celery_prefork(base_url: str, _fake: Optional[FakeHumanloop]) -> Run:
 
 def _wait_for_lines(path: Path, count: int, proc: Running, timeout: float) -> None:
     """Until ``path`` has ``count`` lines; fails early if ``proc`` dies or ``timeout`` runs out."""
-    end = time.monotonic() + timeout
-    while True:
-        lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= count:
-            return
-        if time.monotonic() > end:
-            raise AssertionError(f"{len(lines)}/{count} tasks ran:\n{proc.output()}")
-        try:  # the poll interval doubles as a check that the worker is still alive
-            proc.proc.wait(0.1)
-        except subprocess.TimeoutExpired:
-            continue
-        raise AssertionError(f"the worker exited with {proc.proc.returncode}:\n{proc.output()}")
+
+    def lines() -> int:
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    ran = f"before {count} tasks ran"
+    proc.poll(lambda: lines() >= count, timeout, lambda: f"{lines()}/{count} tasks ran", ran)
 
 
 # -- scripts that end normally ---------------------------------------------------------------------

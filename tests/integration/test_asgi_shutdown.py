@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import ROOT, free_port
 
 from humanloop_logging.testing import FakeHumanloop
 from integration.integration_support import (
     APPS,
     OUTCOMES,
-    ROOT,
     SHUTDOWN_BOUND,
     Outcome,
     Run,
@@ -31,7 +31,6 @@ from integration.integration_support import (
     assert_ended,
     assert_exactly_once,
     child_env,
-    free_port,
     http_get,
     python,
     received_counts,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import os
 import selectors
 import socket
 import subprocess
@@ -21,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Optional
+
+from support import child_env, humanloop_env, own_logger
 
 from humanloop_logging import (
     DeliveryError,
@@ -35,8 +35,6 @@ from humanloop_logging import (
     testing,
 )
 from humanloop_logging.testing import FakeHumanloop
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: The one API key every server and client of this suite uses: unusual enough that finding it in
 #: any captured text can only mean it leaked.
@@ -258,9 +256,7 @@ class Cleanup:
 
     def attach(self, logger_name: str, handler: FeedbackHandler) -> logging.Logger:
         """``handler`` on a logger of its own that does not propagate, at DEBUG."""
-        logger = logging.getLogger(logger_name)
-        logger.propagate = False
-        logger.setLevel(logging.DEBUG)
+        logger = own_logger(logger_name)
         logger.addHandler(handler)
         self._steps.append(lambda: logger.removeHandler(handler))
         self.close(handler)
@@ -334,30 +330,12 @@ def run_producers(
         worker.join(timeout)
 
 
-def find_thread(ident: Optional[int]) -> threading.Thread:
-    for thread in threading.enumerate():
-        if thread.ident == ident:
-            return thread
-    raise AssertionError(f"no live thread with ident {ident}")
-
-
 # -- subprocesses ----------------------------------------------------------------------------------
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANLOOP_")}
-    env.pop("PYTEST_CURRENT_TEST", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 def settings_env(base_url: str, **settings: object) -> dict[str, str]:
-    env = child_env(HUMANLOOP_API_KEY=SECRET_KEY, HUMANLOOP_BASE_URL=base_url)
-    for name, value in settings.items():
-        env[f"HUMANLOOP_FEEDBACK_{name.upper()}"] = str(value)
-    return env
+    """A child's environment: this suite's key, ``base_url`` and ``settings`` for its handlers."""
+    return child_env(**humanloop_env(SECRET_KEY, base_url, **settings))
 
 
 @dataclass(frozen=True)
@@ -469,14 +447,6 @@ class Child:
         out, err = "".join(self.stdout), "".join(self.stderr)
         assert_no_secret([out, err], "a child process's output")
         return Finished(self.proc.returncode, out, err)
-
-
-def closed_port_base_url() -> str:
-    """A loopback URL on which nothing listens (connections are refused at once)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v4"
 
 
 # -- a raw-socket server for hostile and broken answers --------------------------------------------

@@ -23,6 +23,7 @@ from reliability_support import (
     RawServer,
     good_answer,
 )
+from support import hand_over
 
 from humanloop_logging import (
     DeliveryError,
@@ -153,7 +154,7 @@ def send_batch(shipper: FeedbackShipper, bad: set[str]) -> list[str]:
     ids = [f"d-{n}" for n in range(BATCH)]
     for data_id in ids:
         value = "refused" if data_id in bad else "good"
-        shipper.submit((data_id, "rating", value, None, None, None, 1.0e9))
+        hand_over(shipper, data_id, value=value)
     return ids
 
 

@@ -24,12 +24,11 @@ from reliability_support import (
     Cleanup,
     ErrorLog,
     Finished,
-    closed_port_base_url,
-    find_thread,
     received_counts,
     run_python,
     settings_env,
 )
+from support import closed_port_base_url, flush_threads
 
 from humanloop_logging import FeedbackHandler, FeedbackProcessor, FeedbackShipper, TransportError
 from humanloop_logging.testing import FakeHumanloop
@@ -364,12 +363,15 @@ def test_handler_dropped_without_close_leaves_no_thread(server: str, fake: FakeH
             handler, log = make_handler()
             for n in range(250):
                 feedback(log, f"g-{n}")
-            thread = next(t for t in threading.enumerate() if t.ident == handler.shipper.thread_id)
+            threads = [t for t in threading.enumerate() if t.name == "humanloop-feedback-flush"]
+            print("THREADS", len(threads), flush=True)
             log.removeHandler(handler)
             del handler
             gc.collect()
-            thread.join(15)
-            print("ALIVE", thread.is_alive(), flush=True)
+            end = time.monotonic() + 15
+            for thread in threads:
+                thread.join(max(0.0, end - time.monotonic()))
+            print("ALIVE", any(thread.is_alive() for thread in threads), flush=True)
             print("REPORTED", json.dumps(reported()), flush=True)
             """
         ),
@@ -379,6 +381,7 @@ def test_handler_dropped_without_close_leaves_no_thread(server: str, fake: FakeH
 
     assert result.returncode == 0, result.stderr
     assert_clean_stderr(result)
+    assert int(result.line("THREADS")) >= 1
     assert result.line("ALIVE") == "False"
     if server == "healthy":
         assert received_counts(fake) == collections.Counter(f"g-{n}" for n in range(250))
@@ -454,6 +457,7 @@ def test_a_batch_written_off_at_close_is_reported_once(
     fake: FakeHumanloop, errors: ErrorLog, cleanup: Cleanup
 ) -> None:
     """A batch written off at the close deadline is not reported again when its request ends."""
+    before = flush_threads()
     fake.hang_next(1)
     handler = FeedbackHandler(
         api_key=SECRET_KEY,
@@ -469,10 +473,12 @@ def test_a_batch_written_off_at_close_is_reported_once(
     for n in range(5):
         logger.info("fb", extra={"data_id": f"w-{n}", "type": "rating", "value": "good"})
     assert fake.wait_for_arrivals(1, timeout=10)
-    flush_thread = find_thread(handler.shipper.thread_id)
+    threads = flush_threads(before)
+    assert threads
     assert handler.shipper.close() is False  # the request is still held at the deadline
-    flush_thread.join(10.0)  # the request ends at its own timeout, after the write-off
-    assert not flush_thread.is_alive()
+    for thread in threads:  # the request ends at its own timeout, after the write-off
+        thread.join(10.0)
+    assert not any(thread.is_alive() for thread in threads)
 
     assert handler.stats().failed == 5
     stated = [max(e.count, len(e.records)) for e in errors.delivery_failures()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,9 +18,9 @@ from reliability_support import (
     ErrorLog,
     RawServer,
     assert_no_secret,
-    closed_port_base_url,
     exception_renderings,
 )
+from support import HandlerRig, closed_port_base_url
 
 from humanloop_logging import (
     APIError,
@@ -31,6 +30,7 @@ from humanloop_logging import (
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackValidationError,
+    HTTPTransport,
     HumanloopLoggingError,
     QueueFullError,
     TransportError,
@@ -41,43 +41,43 @@ from humanloop_logging.testing import FakeHumanloop
 pytestmark = [pytest.mark.timeout(60)]
 
 
-@dataclass
-class Rig:
-    handler: FeedbackHandler
-    logger: logging.Logger
-
-    def log(self, data_id: str, **fields: object) -> None:
-        extra = {"data_id": data_id, "type": "rating", "value": "good", **fields}
-        self.logger.info("feedback", extra=extra)
-
-
 @pytest.fixture
-def rig_factory(errors: ErrorLog, cleanup: Cleanup) -> Callable[..., Rig]:
-    def make(base_url: str, **settings: Any) -> Rig:
+def rig_factory(errors: ErrorLog, cleanup: Cleanup) -> Callable[..., HandlerRig]:
+    def make(base_url: str, **settings: Any) -> HandlerRig:
         settings.setdefault("flush_interval", 0.05)
-        handler = FeedbackHandler(
-            api_key=SECRET_KEY, base_url=base_url, on_error=errors, **settings
-        )
-        logger = cleanup.attach(f"reliability.secrets.{len(errors.errors)}.{id(handler)}", handler)
-        return Rig(handler, logger)
+        rig = HandlerRig(SECRET_KEY, base_url, errors=errors, **settings)
+        cleanup.later(rig.close)
+        return rig
 
     return make
 
 
-def everything_said(caplog: pytest.LogCaptureFixture, errors: ErrorLog, rig: Rig) -> list[str]:
+def everything_said(
+    caplog: pytest.LogCaptureFixture, errors: ErrorLog, rig: HandlerRig
+) -> list[str]:
     """Every text a user of the library could see: logs, errors, reprs, counters."""
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     texts = [formatter.format(record) for record in caplog.records]
     for error in errors.errors:
         texts += exception_renderings(error)
     shipper = rig.handler.shipper
+    # The transport a shipper with these settings sends through (its repr is its URL and
+    # timeout, whatever it went through).
+    transport = HTTPTransport(
+        api_key=SECRET_KEY,
+        url=shipper.settings.feedback_url,
+        timeout=shipper.settings.timeout,
+        max_retry_time=shipper.settings.max_retry_time,
+    )
+    transport.close()
     texts += [
         repr(rig.handler),
         str(rig.handler),
         repr(shipper),
         repr(shipper.settings),
         str(shipper.settings),
-        repr(shipper._engine.transport),
+        repr(transport),
+        str(transport),
         repr(shipper.stats()),
         repr(FeedbackProcessor(shipper=shipper)),
     ]
@@ -101,7 +101,7 @@ def test_the_key_is_in_nothing_the_library_says(
     scenario: str,
     fake: FakeHumanloop,
     errors: ErrorLog,
-    rig_factory: Callable[..., Rig],
+    rig_factory: Callable[..., HandlerRig],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Success and each failure at DEBUG: the key is in no log line, error chain, repr or stat."""
@@ -135,9 +135,9 @@ def test_the_key_is_in_nothing_the_library_says(
         rig = rig_factory(base_url, **settings)
         for n in range(4):
             if scenario == "record refused before sending" and n == 2:
-                rig.log(f"s-{n}", value=float("nan"))
+                rig.feedback(f"s-{n}", value=float("nan"))
             else:
-                rig.log(f"s-{n}")
+                rig.feedback(f"s-{n}")
         assert rig.handler.flush(15.0)
         if scenario == "queue full":
             assert errors.wait_for(QueueFullError, 1, timeout=10.0)
@@ -185,7 +185,15 @@ def test_a_server_echoing_the_request_headers_does_not_leak_the_key(
 
 def test_reprs_never_show_the_key(cleanup: Cleanup) -> None:
     """repr and str of every public object that holds the key."""
-    shipper = FeedbackShipper(api_key=SECRET_KEY, base_url=closed_port_base_url())
+    transport = HTTPTransport(
+        api_key=SECRET_KEY,
+        url=f"{closed_port_base_url()}/feedback",
+        timeout=5.0,
+        max_retry_time=10.0,
+    )
+    shipper = FeedbackShipper(
+        api_key=SECRET_KEY, base_url=closed_port_base_url(), transport=transport
+    )
     cleanup.close(shipper)
     handler = FeedbackHandler(api_key=SECRET_KEY, base_url=closed_port_base_url())
     cleanup.close(handler)
@@ -198,7 +206,7 @@ def test_reprs_never_show_the_key(cleanup: Cleanup) -> None:
         processor,
         shipper.settings,
         handler.shipper.settings,
-        shipper._engine.transport,
+        transport,
         shipper.stats(),
     ):
         texts += [repr(thing), str(thing), format(thing)]

@@ -15,11 +15,9 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
 import textwrap
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,12 @@ from reliability_support import (
     Child,
     Finished,
     accepted_requests,
-    closed_port_base_url,
     find_duplicates,
     received_counts,
     run_python,
     settings_env,
 )
+from support import closed_port_base_url, tmpfs
 
 from humanloop_logging._spool import read_status
 from humanloop_logging.testing import FakeHumanloop, RecordedRequest
@@ -56,12 +54,18 @@ atexit.register(_last_words)
 def the_end():
     _end.append(time.monotonic())
 
-import dataclasses, logging
+import dataclasses, logging, threading
 from humanloop_logging import FeedbackHandler
 from humanloop_logging._spool import read_status
+from support import wait_until  # for counters of stats(), which nothing else marks
 
 logging.raiseExceptions = True  # a library error inside a logging call would print a traceback
 errors = []
+said = threading.Event()  # set by the first error reported
+
+def on_error(error):
+    errors.append(error)
+    said.set()
 
 def say(tag, value):  # one write, so that forked children's lines never interleave
     os.write(1, f"{tag} {json.dumps(value)}\\n".encode())
@@ -74,7 +78,7 @@ _library = logging.getLogger("humanloop_logging")
 _library.addHandler(_Say())
 _library.setLevel(logging.DEBUG)
 
-handler = FeedbackHandler(on_error=errors.append)
+handler = FeedbackHandler(on_error=on_error)
 log = logging.getLogger("app")
 log.propagate = False
 log.setLevel(logging.INFO)
@@ -88,14 +92,6 @@ def stats():
 
 def reported():
     return [[type(e).__name__, str(e), getattr(e, "moved_to", None)] for e in errors]
-
-def wait_until(check, timeout):
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 """
 
 
@@ -452,30 +448,12 @@ def test_a_corrupt_spool_is_moved_aside_and_a_fresh_one_delivers(tmp_path: Path)
     assert_private_and_keyless(path, made_dir=False)
 
 
-@contextmanager
-def read_only_tmpfs(directory: Path) -> Iterator[Path]:
-    """A read-only tmpfs at ``directory`` (root ignores file modes), or a skip with the reason."""
-    directory.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (and root ignores file modes)")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(directory)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
 def test_a_read_only_directory_falls_back_to_memory(tmp_path: Path) -> None:
     """A spool on a read-only mount: said once with the path, kept in memory, all delivered."""
     n = 300
-    with read_only_tmpfs(tmp_path / "ro") as directory, FakeHumanloop(api_key=SECRET_KEY) as fake:
+    # A read-only mount, since root (who may mount) ignores file modes.
+    ro = tmpfs(tmp_path / "ro", "size=1m", "ro")
+    with ro as directory, FakeHumanloop(api_key=SECRET_KEY) as fake:
         path = directory / "sub" / "feedback.db"
         env = settings_env(fake.base_url, spool_path=path)
         result = run_python(script(DELIVER), {**env, "N": str(n)}, timeout=60)
@@ -501,7 +479,7 @@ for n in range(N):
     feedback(f"s-{n}")
 wait_until(lambda: handler.stats().spooled + handler.stats().dropped == N, 30)
 # Evictions are said once the burst is over: a moment (1 s) without any.
-wait_until(lambda: reported(), 10)
+said.wait(10)
 say("STATS", stats())
 say("ERRORS", reported())
 the_end()

@@ -25,12 +25,19 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._spool import Spool
 
-__all__ = ["UPKEEP_EVERY", "SpoolSender", "unspool"]
+__all__ = ["UPKEEP_EVERY", "SpoolSender", "outage_wait", "unspool"]
 
 #: Seconds between the spool's heartbeats (its lease is 30 s) and its other upkeep.
 UPKEEP_EVERY = 5.0
 #: The longest wait before records kept on disk through an outage are tried again.
 _RETRY_CAP = 60.0
+
+
+def outage_wait(previous: float) -> float:
+    """Seconds before rows kept on disk through an outage are tried again, after a wait of
+    ``previous`` (0: the first): one second, doubling to a minute. (The sender spreads it by a
+    fifth either way, so that processes sharing an outage do not come back in step.)"""
+    return min(max(1.0, previous * 2), _RETRY_CAP)
 
 
 def unspool(body: bytes, default_user: Optional[str]) -> Payload:
@@ -213,7 +220,7 @@ class SpoolSender:
             with self._spool_lock, engine.cond:
                 engine.books.lost_from_disk(len(gone))
                 engine.cond.notify_all()
-        self._retry_wait = min(max(1.0, self._retry_wait * 2), _RETRY_CAP)
+        self._retry_wait = outage_wait(self._retry_wait)
         self._retry_at = time.monotonic() + self._retry_wait * random.uniform(0.8, 1.2)
         return True
 

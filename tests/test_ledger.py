@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from humanloop_logging import _batching as batching
 from humanloop_logging._ledger import Ledger
+from humanloop_logging._spool_sender import outage_wait
 
 MAX_QUEUE = 50
 
@@ -219,3 +220,10 @@ def test_a_batch_waits_until_its_oldest_record_is_flush_interval_old() -> None:
     assert batching.wait_to_fill(oldest=100.0, now=101.5, flush_interval=1.0) < 0
     # A wall clock stepped back never makes a batch wait longer than flush_interval.
     assert batching.wait_to_fill(oldest=100.0, now=50.0, flush_interval=1.0) == 1.0
+
+
+def test_rows_kept_through_an_outage_wait_a_second_doubling_to_a_minute() -> None:
+    waits = [0.0]
+    for _ in range(8):
+        waits.append(outage_wait(waits[-1]))
+    assert waits[1:] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]

@@ -135,6 +135,10 @@ def _logging_given_back(names: Sequence[str]) -> Iterator[None]:
             structlog.reset_defaults()  # is_configured() is False again, as it was
 
 
+#: Seconds the demo's close may take: three times what the injected faults' waits add up to.
+DRAIN_BUDGET = 15.0
+
+
 def _chaos(fake: FakeHumanloop, total: int, done: threading.Event) -> Counter[str]:
     """Inject faults as the stand-in fills up: 503s, a 429 with Retry-After, dropped connections."""
     injected: Counter[str] = Counter()
@@ -247,8 +251,10 @@ def run_demo(
             for worker in workers:
                 worker.join()
             logged = time.perf_counter() - started
-            # The app is done; closing drains within exit_timeout, as the exit hook would.
-            handler.close()
+            # The app is done; closing drains, as the exit hook would, within a budget that fits
+            # the faults above: their backoffs and the Retry-After alone take 4 to 5 s, as long
+            # as the default exit_timeout, so that budget would leave the result to chance.
+            handler.shipper.close(DRAIN_BUDGET)
             drained = time.perf_counter() - started - logged
         finally:
             done.set()

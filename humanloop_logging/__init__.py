@@ -41,6 +41,7 @@ if _TYPE_CHECKING:
 _MODULES = {
     "APIError": "exceptions",
     "AuthenticationError": "exceptions",
+    "BeforeSendError": "exceptions",
     "ConfigurationError": "exceptions",
     "DeliveryError": "exceptions",
     "FeedbackValidationError": "exceptions",
@@ -63,6 +64,7 @@ _MODULES = {
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BeforeSendError",
     "ConfigurationError",
     "DeliveryError",
     "FeedbackHandler",

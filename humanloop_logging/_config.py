@@ -28,6 +28,9 @@ from .exceptions import ConfigurationError
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+#: ``before_send``: a record's fields in, the record to send (changed or not) or None out.
+BeforeSend = Callable[[dict[str, Any]], Optional[Mapping[str, Any]]]
+
 DEFAULT_BASE_URL = "https://api.humanloop.com/v4"
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_MAX_IN_FLIGHT = 4
@@ -245,21 +248,29 @@ def _check_path(value: object) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _check_callback(value: object) -> ErrorCallback:
+def _check_callback(value: object) -> Callable[..., Any]:
     if not callable(value):
         raise ValueError(f"must be callable, got {value!r}")
     return value
 
 
+def _check_name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
 _API_KEY = Rule(
     _check_api_key,
     show=lambda _: "(required)",
-    hint=" (for local tests, FakeHumanloop.api_key)",
+    hint=" (for local tests, FakeHumanloop.api_key; to run without sending feedback, set "
+    "HUMANLOOP_FEEDBACK_ENABLED=0)",
 )
 _TEXT = Rule(_check_text)
 _FLAG = Rule(_check_flag, parse=_parse_flag)
 _PATH = Rule(_check_path, accepts=(os.PathLike[str],))
-_CALLBACK: Rule[ErrorCallback] = Rule(_check_callback)
+_CALLBACK: Rule[Callable[..., Any]] = Rule(_check_callback)
+_NAME = Rule(_check_name)
 
 
 # -- the declaration -------------------------------------------------------------------------------
@@ -285,6 +296,19 @@ class Settings:
         DEFAULT_BASE_URL,
         env="HUMANLOOP_BASE_URL",
         doc="requests go to `{base_url}/feedback`",
+    )
+    enabled: bool = setting(
+        _FLAG,
+        True,
+        env="HUMANLOOP_FEEDBACK_ENABLED",
+        doc="`False`: nothing is sent, no thread starts and no API key is needed; records are "
+        "still captured, validated and counted (`withheld`)",
+    )
+    name: str = setting(
+        _NAME,
+        "default",
+        env="HUMANLOOP_FEEDBACK_NAME",
+        doc="names this shipper in metrics (the `shipper` label)",
     )
     batch_size: int = setting(
         _whole(1),
@@ -376,6 +400,15 @@ class Settings:
         repr=False,
         compare=False,
     )
+    before_send: Optional[BeforeSend] = setting(  # noqa: RUF009 (a field(), made once)
+        _CALLBACK,
+        None,
+        env=None,
+        doc="`callable(dict) -> dict or None`, run on the flush thread before a record is "
+        "validated: return it changed, or None to drop it (counted `filtered`)",
+        repr=False,
+        compare=False,
+    )
 
     @property
     def feedback_url(self) -> str:
@@ -389,6 +422,8 @@ class SettingsArgs(TypedDict, total=False):
     tests/test_config.py holds it to the declaration.
     """
 
+    enabled: Optional[bool]
+    name: Optional[str]
     batch_size: Optional[int]
     max_in_flight: Optional[int]
     flush_interval: Optional[float]
@@ -403,6 +438,7 @@ class SettingsArgs(TypedDict, total=False):
     max_spool_bytes: Optional[int]
     spool_max_age: Optional[float]
     on_error: Optional[ErrorCallback]
+    before_send: Optional[BeforeSend]
 
 
 def _declared(field: dataclasses.Field[Any]) -> Declared:
@@ -414,6 +450,7 @@ def _declared(field: dataclasses.Field[Any]) -> Declared:
 #: Every setting, in declaration order (the order of signatures and of the README's table).
 SETTINGS = tuple(_declared(field) for field in dataclasses.fields(Settings))
 NAMES = tuple(declared.name for declared in SETTINGS)
+_BY_NAME = {declared.name: declared for declared in SETTINGS}
 #: The settings constructors take as ``**settings``.
 KEYWORDS = tuple(name for name in NAMES if name not in POSITIONAL)
 ENV = {declared.name: declared.env for declared in SETTINGS if declared.env}
@@ -489,7 +526,13 @@ def resolve(
     values: dict[str, Any] = {
         declared.name: _resolve_one(declared, arguments.get(declared.name), env)
         for declared in SETTINGS
+        if declared.name != "api_key"
     }
+    key = _BY_NAME["api_key"]
+    if values["enabled"] or arguments["api_key"] is not None or env.get(key.env or "", "").strip():
+        values["api_key"] = _resolve_one(key, arguments["api_key"], env)
+    else:
+        values["api_key"] = ""  # nothing is sent, so no key is needed
     settings = Settings(**values)
     url = urlsplit(settings.base_url)
     host = url.hostname or ""

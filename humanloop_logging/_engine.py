@@ -37,6 +37,7 @@ from ._ledger import FeedbackStats, Ledger
 from ._memory import GRACE, Memory, data_ids
 from ._record import Captured
 from ._report import ErrorCallback, Reporter
+from ._screening import screen_for
 from ._sending import NO_DISK, Sending
 from ._spool_sender import UPKEEP_EVERY
 from ._spooling import Spooled
@@ -67,14 +68,16 @@ class Engine:
         #: its processors shipped (see ``_bridge``), and on its own threads (see ``own``).
         self.token = object()
         self._spool: Optional[Spool] = None
-        if settings.spool_path is not None:
+        if settings.spool_path is not None and settings.enabled:  # disabled: nothing to keep
             from ._spool import Spool  # noqa: PLC0415 (only a process with a spool loads sqlite3)
 
             self._spool = Spool(settings.spool_path, max_bytes=settings.max_spool_bytes)
         self._reset()
-        # Decided once: the caller's path is a single call either way.
+        # Decided once: the caller's path is a single call either way. Disabled, a record is
+        # validated and counted on the caller's thread, so that no thread starts.
+        on_this_thread = settings.blocking or not settings.enabled
         self.submit: Callable[[Captured], None] = (
-            self._submit_blocking if settings.blocking else self._submit_queued
+            self._submit_blocking if on_this_thread else self._submit_queued
         )
 
     def _reset(self) -> None:
@@ -94,6 +97,8 @@ class Engine:
             turns=self.turns,
             lock=self.cond,
         )
+        self.sending.screen = screen_for(self.settings.before_send, self.finish, self.reporter)
+        self.sending.withhold = not self.settings.enabled
         self.broken_spool = self._spool is None
         self.pipeline: Pipeline = Memory(self)
         if self._spool is not None:
@@ -236,6 +241,8 @@ class Engine:
         sent: int = 0,
         rejected: int = 0,
         failed: int = 0,
+        filtered: int = 0,
+        withheld: int = 0,
         out_of_time: bool = False,
         from_disk: int = 0,
     ) -> bool:
@@ -250,6 +257,8 @@ class Engine:
                 sent=sent,
                 rejected=rejected,
                 failed=failed,
+                filtered=filtered,
+                withheld=withheld,
                 out_of_time=out_of_time and self.deadline < math.inf,
                 from_disk=from_disk,
             )

@@ -24,7 +24,7 @@ class FeedbackStats:
 
     ``enqueued`` counts every record handed to the shipper, and each one is in exactly one of the
     other buckets at any moment: ``enqueued + replayed == sent + rejected + dropped + failed +
-    pending``, where ``replayed`` counts what this process took over from the spool and
+    filtered + withheld + pending``, where ``replayed`` counts what this process took over from the spool and
     ``spooled <= pending`` what waits there. ``retried`` counts requests sent again after a
     transient failure.
     """
@@ -40,6 +40,10 @@ class FeedbackStats:
     spooled: int = 0
     #: Records an earlier (or dead) process left in the spool that this one took over.
     replayed: int = 0
+    #: Records ``before_send`` dropped (it returned None).
+    filtered: int = 0
+    #: Valid records not sent because the shipper is disabled (``enabled=False``).
+    withheld: int = 0
 
 
 class Ledger:
@@ -51,12 +55,14 @@ class Ledger:
         "epoch",
         "evicted",
         "failed",
+        "filtered",
         "flush_target",
         "rejected",
         "retried",
         "sent",
         "spooled",
         "taken",
+        "withheld",
         "written_off",
     )
 
@@ -67,6 +73,8 @@ class Ledger:
         self.rejected = 0
         self.dropped = 0  # the queue was full
         self.failed = 0
+        self.filtered = 0  # before_send returned None
+        self.withheld = 0  # valid, not sent: the shipper is disabled
         self.evicted = 0  # own rows the spool dropped over max_spool_bytes
         self.written_off = 0  # of the failed, those a deadline gave up on
         self.spooled = 0  # own rows unfinished, on disk or in flight from it
@@ -77,7 +85,9 @@ class Ledger:
     @property
     def finished(self) -> int:
         """Taken records whose fate is settled."""
-        return self.sent + self.rejected + self.failed + self.evicted
+        return (
+            self.sent + self.rejected + self.failed + self.evicted + self.filtered + self.withheld
+        )
 
     @property
     def unfinished(self) -> int:
@@ -111,6 +121,8 @@ class Ledger:
         sent: int = 0,
         rejected: int = 0,
         failed: int = 0,
+        filtered: int = 0,
+        withheld: int = 0,
         out_of_time: bool = False,
         from_disk: int = 0,
     ) -> bool:
@@ -127,6 +139,8 @@ class Ledger:
         self.sent += sent
         self.rejected += rejected
         self.failed += failed
+        self.filtered += filtered
+        self.withheld += withheld
         if out_of_time:
             self.written_off += failed
         return True
@@ -183,4 +197,6 @@ class Ledger:
             pending=queued + self.taken - self.finished,
             spooled=self.spooled,
             replayed=self.adopted,
+            filtered=self.filtered,
+            withheld=self.withheld,
         )

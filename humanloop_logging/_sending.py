@@ -54,6 +54,8 @@ class Books(Protocol):
         sent: int = 0,
         rejected: int = 0,
         failed: int = 0,
+        filtered: int = 0,
+        withheld: int = 0,
         out_of_time: bool = False,
         from_disk: int = 0,
     ) -> bool: ...
@@ -138,6 +140,10 @@ class Sending:
         self._naps_cut = 0
         self._auth_failed = False
         self._outage = False  # the last isolation found everything failing; cleared by a success
+        #: ``before_send``, applied before validation (None: no hook, nothing to do).
+        self.screen: Optional[Callable[[list[Captured], int], list[Captured]]] = None
+        #: Disabled (``enabled=False``): valid records are counted withheld, never sent.
+        self.withhold = False
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -156,6 +162,8 @@ class Sending:
     def _validate_and_deliver(
         self, batch: list[Captured], epoch: int, turn: Optional[Turn]
     ) -> None:
+        if self.screen is not None:
+            batch = self.screen(batch, epoch)
         try:
             valid, errors = to_payloads(batch, self._default_user)
         except Exception:  # to_payloads promises not to, but never lose the count: one by one
@@ -165,6 +173,9 @@ class Sending:
         if not valid:
             return
         books = self._books
+        if self.withhold:
+            books.finish(epoch, withheld=len(valid))
+            return
         if turn is None or self._turns.wait(turn, until=lambda: not books.current(epoch)):
             self.deliver(valid, epoch)
 

@@ -155,6 +155,11 @@ class Spooled:
         own: the plain ones are written as captured, the others validated now and written as
         their request bodies.
         """
+        screen = self.engine.sending.screen
+        if screen is not None:
+            items = screen(items, epoch)
+            if not items:
+                return
         spool = self.spool
         try:
             packed = _CAPTURED.encode(items)

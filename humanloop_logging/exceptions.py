@@ -125,6 +125,11 @@ class SpoolError(HumanloopLoggingError):
         return f"feedback spool {self.path}: {self.reason}"
 
 
+class BeforeSendError(HumanloopLoggingError):
+    """``before_send`` raised, or returned something other than a record or None: the record is
+    not sent (counted ``failed``), as a redaction that did not run must not let it out."""
+
+
 class DeliveryError(HumanloopLoggingError):
     """Records that were given up on; ``records`` holds their request bodies.
 

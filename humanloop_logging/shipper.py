@@ -8,12 +8,13 @@ its thread ends, so a forgotten handler never leaves a thread behind.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from . import _lifecycle
-from ._config import NAMES, SettingsArgs, refuse_unknown, resolve, takes_settings
+from . import _lifecycle, _report
+from ._config import ENV, NAMES, SettingsArgs, refuse_unknown, resolve, takes_settings
 from ._engine import Engine
 from ._ledger import FeedbackStats
 from ._record import Captured, unreadable
@@ -39,6 +40,22 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class _Withheld:
+    """The transport of a disabled shipper: nothing reaches it (records are counted withheld)."""
+
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        raise RuntimeError("a disabled feedback shipper sends nothing")
+
+    def reset_after_fork(self) -> None:
+        return None
+
+    def cut_off_at(self, deadline: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class FeedbackShipper:
     """Queues feedback records and sends them to ``POST {base_url}/feedback`` in batches.
 
@@ -62,7 +79,14 @@ class FeedbackShipper:
                 "spool_path does not go with blocking=True: a blocking call already waits "
                 "for Humanloop's answer"
             )
-        if transport is None:
+        if not settings.enabled:
+            transport = _Withheld()
+            _report.emit(
+                logging.INFO,
+                f"feedback shipper {settings.name!r} is disabled (enabled=False or "
+                f"{ENV['enabled']}=0): records are validated and counted, not sent",
+            )
+        elif transport is None:
             transport = HTTPTransport(
                 api_key=settings.api_key,
                 url=settings.feedback_url,
@@ -82,9 +106,14 @@ class FeedbackShipper:
     def __repr__(self) -> str:
         s = self.settings
         return (
-            f"FeedbackShipper(base_url={s.base_url!r}, batch_size={s.batch_size}, "
-            f"blocking={s.blocking})"
+            f"FeedbackShipper(name={s.name!r}, base_url={s.base_url!r}, "
+            f"batch_size={s.batch_size}, blocking={s.blocking}, enabled={s.enabled})"
         )
+
+    @property
+    def name(self) -> str:
+        """The ``name`` setting: this shipper in metrics."""
+        return self.settings.name
 
     @property
     def submit(self) -> Callable[[Captured], None]:

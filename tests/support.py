@@ -136,7 +136,13 @@ def flush_threads(besides: Collection[threading.Thread] = ()) -> list[threading.
 def assert_consistent(stats: FeedbackStats) -> None:
     """Every record handed over is in exactly one bucket (without a spool)."""
     assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+        stats.sent
+        + stats.rejected
+        + stats.dropped
+        + stats.failed
+        + stats.filtered
+        + stats.withheld
+        + stats.pending
     ), stats
 
 

@@ -140,6 +140,9 @@ ENV_SETTINGS: list[tuple[str, str, str, Any]] = [
     ("HUMANLOOP_FEEDBACK_MAX_RETRY_TIME", "0", "max_retry_time", 0.0),
     ("HUMANLOOP_FEEDBACK_EXIT_TIMEOUT", "1.5", "exit_timeout", 1.5),
     ("HUMANLOOP_FEEDBACK_USER", "svc", "default_user", "svc"),
+    ("HUMANLOOP_FEEDBACK_ENABLED", "off", "enabled", False),
+    ("HUMANLOOP_FEEDBACK_ENABLED", "yes", "enabled", True),
+    ("HUMANLOOP_FEEDBACK_NAME", " api ", "name", "api"),
     ("HUMANLOOP_FEEDBACK_BLOCKING", "true", "blocking", True),
     ("HUMANLOOP_FEEDBACK_BLOCKING", "0", "blocking", False),
     ("HUMANLOOP_ALLOW_INSECURE_HTTP", "1", "allow_insecure_http", True),
@@ -228,6 +231,7 @@ def test_missing_api_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HUMANLOOP_FEEDBACK_MAX_RETRY_TIME", "-1", "max_retry_time"),
         ("HUMANLOOP_FEEDBACK_EXIT_TIMEOUT", "forever", "exit_timeout"),
         ("HUMANLOOP_FEEDBACK_BLOCKING", "maybe", "blocking"),
+        ("HUMANLOOP_FEEDBACK_ENABLED", "perhaps", "enabled"),
         ("HUMANLOOP_ALLOW_INSECURE_HTTP", "sure", "allow_insecure_http"),
         ("HUMANLOOP_BASE_URL", "ftp://api.humanloop.com/v4", "base_url"),
         ("HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES", "lots", "max_spool_bytes"),
@@ -528,7 +532,7 @@ def test_setting_names_derive_from_the_declaration() -> None:
     assert {s.name: s.env for s in SETTINGS if s.env is not None} == ENV
     assert len(set(ENV.values())) == len(ENV)
     assert all(variable.startswith("HUMANLOOP_") for variable in ENV.values())
-    assert set(NAMES) - set(ENV) == {"on_error"}
+    assert set(NAMES) - set(ENV) == {"on_error", "before_send"}  # callables
 
 
 def test_every_environment_variable_is_tested() -> None:

@@ -18,6 +18,7 @@ import humanloop_logging
 from humanloop_logging import (
     APIError,
     AuthenticationError,
+    BeforeSendError,
     ConfigurationError,
     DeliveryError,
     FeedbackValidationError,
@@ -130,6 +131,9 @@ def retrying_503() -> APIError:
 EXAMPLES: dict[str, Callable[[], HumanloopLoggingError]] = {
     "HumanloopLoggingError": lambda: HumanloopLoggingError("flush thread error"),
     "ConfigurationError": lambda: ConfigurationError("batch_size must be positive"),
+    "BeforeSendError": lambda: BeforeSendError(
+        "before_send failed on the feedback record for data_id='dp-1': KeyError('email')"
+    ),
     "FeedbackValidationError": lambda: FeedbackValidationError(
         "type", "is missing", {"data_id": "dp-1", "value": "good"}
     ),

@@ -3,9 +3,9 @@
 A hypothesis state machine plays the engine: records are submitted (or dropped when the queue is
 full), taken in batches, answered, written to and evicted from a spool, claimed from it, kept on
 it through an outage, written off by a close, and forgotten by a fork. After every step the
-counters must balance, ``enqueued + replayed == sent + rejected + dropped + failed + pending``,
-none may be negative, and they must say what is true of the model: how many records wait in
-memory, on disk and in requests still counted.
+counters must balance, ``enqueued + replayed == sent + rejected + dropped + failed + filtered +
+withheld + pending``, none may be negative, and they must say what is true of the model: how many
+records wait in memory, on disk and in requests still counted.
 """
 
 from __future__ import annotations
@@ -64,17 +64,22 @@ class Engine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.in_flight))
     @rule(data=st.data())
     def answer(self, data: st.DataObject) -> None:
-        """A request ends: accepted, partly rejected, or given up on. Rows from the spool leave
+        """A request ends: accepted, partly rejected, or given up on (or, before it, records
+        were dropped by before_send or withheld by a disabled shipper). Rows from the spool leave
         it as they are counted, whatever a close wrote off meanwhile (it leaves them alone)."""
         batch = self.in_flight.pop(data.draw(st.integers(0, len(self.in_flight) - 1)))
         sent = data.draw(st.integers(0, batch.count))
         rejected = data.draw(st.integers(0, batch.count - sent))
-        failed = batch.count - sent - rejected
+        filtered = data.draw(st.integers(0, batch.count - sent - rejected))
+        withheld = data.draw(st.integers(0, batch.count - sent - rejected - filtered))
+        failed = batch.count - sent - rejected - filtered - withheld
         counted = self.books.finish(
             batch.epoch,
             sent=sent,
             rejected=rejected,
             failed=failed,
+            filtered=filtered,
+            withheld=withheld,
             out_of_time=failed > 0,
             from_disk=batch.rows,
         )
@@ -152,7 +157,13 @@ class Engine(RuleBasedStateMachine):
     def balanced_and_never_negative(self) -> None:
         stats = self.books.stats(self.queued)
         assert stats.enqueued + stats.replayed == (
-            stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+            stats.sent
+            + stats.rejected
+            + stats.dropped
+            + stats.failed
+            + stats.filtered
+            + stats.withheld
+            + stats.pending
         ), stats
         assert min(stats.enqueued, stats.sent, stats.rejected, stats.dropped, stats.failed) >= 0
         assert 0 <= stats.spooled <= stats.pending, stats
@@ -168,11 +179,12 @@ TestLedgerThroughEverythingTheEngineDoes = Engine.TestCase
 
 
 def test_finished_is_the_sum_of_its_buckets() -> None:
-    """Nothing counts finished records on its own: they are sent, rejected, failed or evicted."""
+    """Nothing counts finished records on its own: they are sent, rejected, failed, evicted,
+    filtered or withheld."""
     books = Ledger()
-    epoch = books.take(10)
-    assert books.finish(epoch, sent=4, rejected=3, failed=2)
-    assert books.finished == 9
+    epoch = books.take(12)
+    assert books.finish(epoch, sent=4, rejected=3, failed=2, filtered=1, withheld=1)
+    assert books.finished == 11
     assert books.stats(queued=5).pending == 6
 
 

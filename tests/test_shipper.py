@@ -130,7 +130,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
         "dp-bad-2",
     ]
     stats = rig.stats()
-    assert dataclasses.astuple(stats) == (17, 15, 6, 2, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(stats) == (17, 15, 6, 2, 0, 0, 0, 0, 0, 0, 0)
     assert rig.errors.of(TransportError) == []
     assert [e for e in rig.errors.errors if not isinstance(e, UnprocessableEntityError)] == []
 
@@ -139,7 +139,7 @@ def test_every_valid_record_arrives_exactly_once_through_faults(make: Make) -> N
 
 
 def test_stats_has_the_documented_fields() -> None:
-    """FeedbackStats carries exactly the documented counters, in order (the spool's last)."""
+    """FeedbackStats carries exactly the documented counters, in order (newer ones last)."""
     names = [field.name for field in dataclasses.fields(FeedbackStats)]
     assert names == [
         "enqueued",
@@ -151,6 +151,8 @@ def test_stats_has_the_documented_fields() -> None:
         "pending",
         "spooled",
         "replayed",
+        "filtered",
+        "withheld",
     ]
 
 
@@ -258,7 +260,7 @@ def test_flush_returns_true_once_sent(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert len(rig.fake.received) == 3
-    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_flush_returns_false_when_time_runs_out(make: Make) -> None:
@@ -286,7 +288,7 @@ def test_flush_counts_given_up_records_as_done(make: Make) -> None:
     rig.send("dp-1")
 
     assert rig.shipper.flush(5.0)
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_stats_invariant_holds_under_concurrent_logging(make: Make) -> None:
@@ -338,13 +340,13 @@ def test_full_queue_drops_new_records_and_warns_once_per_burst(
     warnings = [r for r in caplog.records if r.name == "humanloop_logging"]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
-    assert dataclasses.astuple(rig.stats()) == (20, 5, 0, 0, 15, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (20, 5, 0, 0, 15, 0, 0, 0, 0, 0, 0)
 
     for index in range(20, 32):
         rig.send(f"dp-{index}")
     assert rig.shipper.flush(5.0)
     assert [error.dropped for error in rig.errors.of(QueueFullError)] == [15, 7]
-    assert dataclasses.astuple(rig.stats()) == (32, 10, 0, 0, 22, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (32, 10, 0, 0, 22, 0, 0, 0, 0, 0, 0)
 
 
 # -- close ------------------------------------------------------------------------------------------
@@ -360,7 +362,7 @@ def test_close_drains_and_is_safe_twice(make: Make) -> None:
     assert rig.shipper.close()
 
     assert data_ids(rig.fake) == collections.Counter(["dp-0", "dp-1", "dp-2"])
-    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCaptureFixture) -> None:
@@ -376,7 +378,7 @@ def test_records_after_close_are_delivered(make: Make, caplog: pytest.LogCapture
     assert rig.shipper.flush(5.0)
 
     assert data_ids(rig.fake) == collections.Counter(["early", "late-0", "late-1", "late-2"])
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     assert [r for r in caplog.records if r.name == "humanloop_logging"] == []
     assert rig.shipper.close()
 
@@ -426,7 +428,7 @@ def test_close_cuts_a_retry_wait_short(make: Make) -> None:
     assert [r.status for r in rig.fake.requests] == [503, 200]
     assert len(watched.waits) == 1
     assert watched.waits[0] >= 30.0
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_close_defaults_to_exit_timeout(make: Make) -> None:
@@ -481,7 +483,7 @@ def test_close_gives_up_within_its_timeout_when_the_server_keeps_failing(make: M
     # the expected time, and no claim about speed.
     assert time.monotonic() - started < 15.0
 
-    assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats())[3:] == (0, 0, 1, 0, 0, 0, 0, 0)
     assert rig.errors.wait_for(APIError)
 
 
@@ -590,7 +592,7 @@ def test_422_removes_only_the_named_item_and_resends_the_rest(make: Make) -> Non
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-bad"]
     assert any("not found" in reason for reason in error.rejected[0][1]), error.rejected
     assert any(entry.get("loc") == ["body", 1, "data_id"] for entry in error.details), error.details
-    assert dataclasses.astuple(rig.stats()) == (3, 2, 0, 1, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_422_naming_several_items_rejects_each_once(make: Make) -> None:
@@ -608,7 +610,7 @@ def test_422_naming_several_items_rejects_each_once(make: Make) -> None:
         "dp-bad-a",
         "dp-bad-b",
     ]
-    assert dataclasses.astuple(rig.stats()) == (4, 2, 0, 2, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 2, 0, 2, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_422_naming_no_item_is_bisected(make: Make) -> None:
@@ -623,7 +625,7 @@ def test_422_naming_no_item_is_bisected(make: Make) -> None:
     assert [r.item_count for r in rig.fake.requests] == [4, 2, 1, 1, 2]
     assert [r.status for r in rig.fake.requests] == [422, 422, 200, 200, 200]
     assert data_ids(rig.fake) == collections.Counter(f"dp-{index}" for index in range(4))
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_unnamed_422_on_a_single_item_rejects_it(make: Make) -> None:
@@ -637,7 +639,7 @@ def test_unnamed_422_on_a_single_item_rejects_it(make: Make) -> None:
     [error] = rig.errors.of(UnprocessableEntityError)
     assert [record["data_id"] for record, _ in error.rejected] == ["dp-1"]
     assert "bad thing" in str(error)
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 1, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_413_is_bisected(make: Make) -> None:
@@ -650,7 +652,7 @@ def test_413_is_bisected(make: Make) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [(r.status, r.item_count) for r in rig.fake.requests] == [(413, 4), (200, 2), (200, 2)]
-    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 # -- errors that are not retried -----------------------------------------------------------------
@@ -671,7 +673,7 @@ def test_401_is_reported_once_not_once_per_batch(
     assert error.status == 401
     assert rig.errors.errors == [error]
     assert len([r for r in caplog.records if r.name == "humanloop_logging"]) == 1
-    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("status", [400, 404, 409])
@@ -688,7 +690,7 @@ def test_other_4xx_fail_at_once_with_the_servers_message(make: Make, status: int
     assert error.status == status
     assert f"server says no ({status})" in str(error)
     assert [record["data_id"] for record in error.records] == ["dp-1"]
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0)
 
 
 def test_on_error_that_raises_does_not_stop_delivery(make: Make) -> None:
@@ -721,7 +723,7 @@ def test_transient_statuses_are_retried(make: Make, status: int) -> None:
     assert rig.shipper.flush(5.0)
 
     assert [r.status for r in rig.fake.requests] == [status, 200]
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
     assert rig.errors.errors == []
 
 
@@ -770,7 +772,7 @@ def test_retry_after_beyond_max_retry_time_gives_up_at_once(make: Make) -> None:
 
     assert watched.waits == []  # no wait began: given up on at the answer
     assert len(rig.fake.requests) == 1
-    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0)
     [error] = rig.errors.of(APIError)
     assert error.status == 503
 
@@ -804,7 +806,7 @@ def test_reset_connection_is_retried(make: Make) -> None:
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert data_ids(rig.fake) == collections.Counter(["dp-1"])
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 def test_timeout_is_retried(make: Make) -> None:
@@ -817,4 +819,4 @@ def test_timeout_is_retried(make: Make) -> None:
 
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert data_ids(rig.fake) == collections.Counter(["dp-1"])
-    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0)
+    assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)

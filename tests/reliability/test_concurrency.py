@@ -101,7 +101,13 @@ def assert_adds_up(stats: FeedbackStats) -> None:
     assert stats.enqueued == TOTAL
     assert stats.pending == 0
     assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+        stats.sent
+        + stats.rejected
+        + stats.dropped
+        + stats.failed
+        + stats.filtered
+        + stats.withheld
+        + stats.pending
     )
 
 

@@ -235,7 +235,13 @@ def test_fault(case: Case, fake: FakeHumanloop, errors: ErrorLog, cleanup: Clean
     assert stats.enqueued == TOTAL
     assert (stats.pending, stats.dropped) == (0, 0)
     assert stats.enqueued == (
-        stats.sent + stats.rejected + stats.dropped + stats.failed + stats.pending
+        stats.sent
+        + stats.rejected
+        + stats.dropped
+        + stats.failed
+        + stats.filtered
+        + stats.withheld
+        + stats.pending
     )
     # Every rejected record is reported once, with the service's reason, and never delivered.
     assert errors.refused() == []

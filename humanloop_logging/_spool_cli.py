@@ -9,10 +9,13 @@ SIGTERM) stops it within a few seconds; what is not sent stays on disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from ._spool import SpoolStatus, read_status
@@ -85,7 +88,35 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` instead of raising wherever the main thread happens to be.
+
+    A KeyboardInterrupt can land anywhere, inside the library's own code too (a lock just taken, a
+    close half done); a second Ctrl-C would land in the close itself. An event is looked at only
+    where the drain expects it. Outside the main thread (the CLI run in-process) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _drain(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    with _stopped_by_signals(stop):
+        return _drain_until(args, stop)
+
+
+def _drain_until(args: argparse.Namespace, stop: threading.Event) -> int:
     from .shipper import FeedbackShipper  # noqa: PLC0415 (status needs none of it)
 
     path = os.path.abspath(args.path)
@@ -100,20 +131,17 @@ def _drain(args: argparse.Namespace) -> int:
         print(f"humanloop-logging spool drain: {error}", file=sys.stderr)
         return 2
     progress = _Progress(before.rows, sys.stderr.isatty())
-    stop = threading.Event()
     started = time.monotonic()
-    interrupted = False
     try:
-        while True:
+        while not stop.is_set():
             stats = shipper.stats()
             progress.show(stats.sent + stats.rejected + stats.failed)
             left = read_status(path)
             if left.rows == 0 or not _takeable(left, stats.spooled):
                 break
             stop.wait(0.2)
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
+        interrupted = stop.is_set()
         shipper.close(_STOP_TIMEOUT)
         shipper._engine.release_spool()  # what is left is for the next process
         progress.done()

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -148,13 +150,51 @@ def test_drain_sends_everything_once_and_exits_0_on_an_empty_spool(spool_path: P
     assert KEY not in result.stdout + result.stderr
 
 
-def test_drain_interrupted_leaves_the_rest_on_disk(spool_path: Path) -> None:
-    """Ctrl-C during a drain against a service that never answers: exit 130, nothing lost, the
-    rows still on disk for the next process."""
+def _signal_until_it_reports(process: subprocess.Popen[str], signum: int, again: bool) -> str:
+    """Send ``signum`` once, or (``again``) every 50 ms until the drain prints its summary, as a
+    user who presses Ctrl-C over and over does: later signals land while it closes. Returns the
+    standard output."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    reported = threading.Event()
+
+    def read(stream: IO[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            if " left in " in line:
+                reported.set()
+        reported.set()  # ended without a summary: the assertions say so
+
+    reader = threading.Thread(target=read, args=(process.stdout,), daemon=True)
+    reader.start()
+    process.send_signal(signum)
+    deadline = time.monotonic() + 30
+    while again and not reported.wait(0.05) and time.monotonic() < deadline:
+        process.send_signal(signum)
+    reader.join(30)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("signum", "again"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "ctrl-c-repeatedly", "sigterm"],
+)
+def test_drain_interrupted_leaves_the_rest_on_disk(
+    spool_path: Path, signum: int, again: bool
+) -> None:
+    """Ctrl-C (once or over and over) or SIGTERM during a drain against a service that never
+    answers: exit 130, nothing lost, the rows still on disk for the next process. A signal never
+    raises inside the library's code: it only tells the drain's loop to stop."""
     leave_in_spool(spool_path, 30)
     with FakeHumanloop(api_key=KEY) as fake:
         fake.hang_next(100)
-        env = {**os.environ, "HUMANLOOP_API_KEY": KEY, "HUMANLOOP_BASE_URL": fake.base_url}
+        env = {
+            **os.environ,
+            "HUMANLOOP_API_KEY": KEY,
+            "HUMANLOOP_BASE_URL": fake.base_url,
+            "PYTHONUNBUFFERED": "1",  # the summary line as soon as it is printed
+        }
         drain = subprocess.Popen(
             [sys.executable, "-m", "humanloop_logging", "spool", "drain", str(spool_path)],
             stdout=subprocess.PIPE,
@@ -164,8 +204,8 @@ def test_drain_interrupted_leaves_the_rest_on_disk(spool_path: Path) -> None:
         )
         try:
             assert fake.wait_for_arrivals(1, timeout=20)  # a request is in flight
-            drain.send_signal(signal.SIGINT)
-            out, err = drain.communicate(timeout=30)
+            out = _signal_until_it_reports(drain, signum, again)
+            _, err = drain.communicate(timeout=30)
         finally:
             if drain.poll() is None:
                 drain.kill()

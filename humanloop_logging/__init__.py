@@ -33,6 +33,7 @@ if _TYPE_CHECKING:
     )
     from .handler import FeedbackHandler
     from .processor import FeedbackProcessor
+    from .serverless import flush_after
     from .shipper import FeedbackShipper, FeedbackStats, Transport
     from .signals import exit_on_sigterm
     from .transport import HTTPTransport, SendControl
@@ -56,6 +57,7 @@ _MODULES = {
     "FeedbackStats": "shipper",
     "Transport": "shipper",
     "exit_on_sigterm": "signals",
+    "flush_after": "serverless",
     "HTTPTransport": "transport",
     "SendControl": "transport",
 }
@@ -81,6 +83,7 @@ __all__ = [
     "UnprocessableEntityError",
     "__version__",
     "exit_on_sigterm",
+    "flush_after",
 ]
 
 

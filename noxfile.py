@@ -16,13 +16,14 @@ nox.options.sessions = ["tests", "lifecycle", "fidelity_pydantic_v1"]
 MAIN_PYTHON = "3.11"
 OTHER_PYTHONS = ["3.9", "3.10", "3.12", "3.13"]
 
-#: Exit, close, signals, dictConfig, fork, the spool's file handling, requests in parallel and
-#: the real stacks: what depends on the interpreter's own shutdown, signal, threading, sqlite3 and
-#: multiprocessing machinery.
+#: Exit, close, signals, a frozen process, dictConfig, fork, the spool's file handling, requests
+#: in parallel and the real stacks: what depends on the interpreter's own shutdown, signal,
+#: threading, sqlite3 and multiprocessing machinery.
 LIFECYCLE_TESTS = [
     "tests/test_lifecycle.py",
     "tests/test_flow.py",
     "tests/test_signals.py",
+    "tests/test_serverless_freeze.py",
     "tests/test_dictconfig.py",
     "tests/reliability/test_process_lifecycle.py",
     "tests/test_spool.py",

@@ -33,6 +33,7 @@ if _TYPE_CHECKING:
     )
     from .handler import FeedbackHandler
     from .processor import FeedbackProcessor
+    from .serverless import flush_after
     from .shipper import FeedbackShipper, FeedbackStats, Transport
     from .signals import exit_on_sigterm
     from .transport import HTTPTransport, SendControl
@@ -57,6 +58,7 @@ _MODULES = {
     "FeedbackStats": "shipper",
     "Transport": "shipper",
     "exit_on_sigterm": "signals",
+    "flush_after": "serverless",
     "HTTPTransport": "transport",
     "SendControl": "transport",
 }
@@ -83,6 +85,7 @@ __all__ = [
     "UnprocessableEntityError",
     "__version__",
     "exit_on_sigterm",
+    "flush_after",
 ]
 
 

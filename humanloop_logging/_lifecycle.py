@@ -27,12 +27,15 @@ a fork and whenever an engine is made, so a process that uses neither pays nothi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
 import threading
+import time
 import weakref
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar
 
 from . import _report, signals
 
@@ -47,6 +50,15 @@ class Drainable(Protocol):
     def exit_timeout(self) -> float: ...
 
     def after_fork_in_child(self) -> None: ...
+
+
+class Flushable(Protocol):
+    """What a flush of several needs of each: an engine, a shipper, a handler, a processor."""
+
+    def flush(self, timeout: float) -> bool: ...
+
+
+F = TypeVar("F", bound=Flushable)
 
 
 class _State:
@@ -106,6 +118,39 @@ def _close_all() -> None:
         engine.begin_close(engine.exit_timeout())
     for engine in engines:
         engine.wait_closed()
+
+
+def flush_together(targets: Sequence[F], timeout: float) -> list[F]:
+    """Flush ``targets`` within one deadline ``timeout`` from now; those that did not finish.
+
+    Each is first asked without waiting (``flush(0)`` sets what it must send and wakes its
+    thread), so all send side by side; then each is waited for within what is left of the one
+    deadline, so ``timeout`` bounds the whole, not each. A flush that raises counts as unfinished.
+    """
+    end = time.monotonic() + timeout
+    left: list[F] = []
+    for target in targets:
+        with contextlib.suppress(Exception):  # its wait below raises too, and counts it
+            target.flush(0.0)
+    for target in targets:
+        try:
+            done = target.flush(max(0.0, end - time.monotonic()))
+        except Exception:
+            done = False
+        if not done:
+            left.append(target)
+    return left
+
+
+def flush_all(timeout: float) -> list[Any]:
+    """Flush every live engine within one shared ``timeout``; the engines that did not finish.
+
+    Unlike a drain, nothing is closed: the flush threads go on, and feedback logged afterwards is
+    sent as usual. The engines are the ones alive now, so one made a moment ago is among them.
+    """
+    with state.lock:
+        engines = list(state.engines)
+    return flush_together(engines, timeout)
 
 
 def expect_lifespan_drain() -> None:

@@ -44,9 +44,6 @@ DEFAULT_SPOOL_MAX_AGE = 7 * 86_400.0
 #: The smallest spool accepted; a smaller one would hold too little to ride out an outage.
 MIN_SPOOL_BYTES = 64 * 2**10
 
-#: Feedback fields, and the record attribute / event-dict key each is read from by default.
-FEEDBACK_FIELDS = ("data_id", "type", "value", "user", "created_at", "unset")
-
 #: The settings constructors also take by position, in this order; the rest are keyword-only.
 POSITIONAL = ("api_key", "base_url")
 
@@ -587,23 +584,6 @@ def settings_table() -> str:
         env = f" `{declared.env}` " if declared.env else " "
         lines.append(f"| `{declared.name}` | {default} |{env}| {declared.doc} |")
     return "\n".join(lines)
-
-
-def resolve_fields(fields: Mapping[str, str] | None) -> tuple[str, str, str, str, str, str]:
-    """The attribute or key each feedback field is read from, in FEEDBACK_FIELDS order."""
-    names = {name: name for name in FEEDBACK_FIELDS}
-    for feedback_field, attribute in (fields or {}).items():
-        if feedback_field not in names:
-            raise ConfigurationError(
-                f"fields: unknown feedback field {feedback_field!r}; known: {FEEDBACK_FIELDS}"
-            )
-        if not isinstance(attribute, str) or not attribute:
-            raise ConfigurationError(f"fields[{feedback_field!r}] must be a non-empty string")
-        names[feedback_field] = attribute
-    if len(set(names.values())) != len(names):
-        raise ConfigurationError(f"fields: two feedback fields read the same name: {names}")
-    data_id, type_, value, user, created_at, unset = (names[name] for name in FEEDBACK_FIELDS)
-    return data_id, type_, value, user, created_at, unset
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._bridge import Shipped, shipped
-from ._config import SettingsArgs, resolve_fields, takes_settings
+from ._config import SettingsArgs, takes_settings
+from ._fields import LOG_RECORD_ATTRIBUTES, resolve_fields
 from ._record import freeze
 from ._workers import own
 from .shipper import FeedbackShipper, FeedbackStats, attach
@@ -55,14 +56,13 @@ class FeedbackHandler(logging.Handler):
         **settings: Unpack[SettingsArgs],
     ) -> None:
         # Settings first: a ConfigurationError must not leave a half-built handler registered
-        # with logging (Handler.__init__ adds it to logging's list for shutdown()).
+        # with logging (Handler.__init__ adds it to logging's list for shutdown()), nor a shipper.
+        names = resolve_fields(fields, reserved=LOG_RECORD_ATTRIBUTES)
         shipper, owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         super().__init__(level)
         self._owns_shipper = owns_shipper
         self.shipper = shipper
-        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
-            resolve_fields(fields)
-        )
+        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = names
         self._token = shipper._engine.token
         self._submit = shipper.submit
 

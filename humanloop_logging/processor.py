@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Optional
 from structlog import DropEvent
 
 from . import _bridge
-from ._config import SettingsArgs, resolve_fields, takes_settings
+from ._config import SettingsArgs, takes_settings
+from ._fields import resolve_fields
 from ._record import freeze
 from .shipper import FeedbackShipper, FeedbackStats, attach
 
@@ -44,11 +45,10 @@ class FeedbackProcessor:
         drop: bool = False,
         **settings: Unpack[SettingsArgs],
     ) -> None:
+        names = resolve_fields(fields)  # before the shipper: a bad mapping leaves nothing behind
         shipper, self._owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         self.shipper = shipper
-        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
-            resolve_fields(fields)
-        )
+        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = names
         self._drop = drop
         self._engine = shipper._engine
         self._submit = shipper.submit

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -61,6 +62,7 @@ class Running:
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path = APPS) -> None:
         self.argv = list(argv)
+        self.started = time.monotonic()
         self.proc = subprocess.Popen(
             self.argv,
             env=dict(env),
@@ -142,9 +144,14 @@ class Running:
                 f"{self.argv} exited with {self.proc.returncode} {before}:\n{self.output()}"
             )
 
-    def send_signal(self, signum: int = signal.SIGTERM) -> None:
+    def send_signal(self, signum: int = signal.SIGTERM, *, group: bool = False) -> None:
+        """Send ``signum`` to the process, or with ``group`` to its whole process group, as a
+        terminal's Ctrl-C reaches every process of the foreground job (a reloader and its server)."""
         self.signalled_at = time.monotonic()
-        self.proc.send_signal(signum)
+        if group:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
 
     def finish(self, timeout: float, since: Optional[float] = None) -> tuple[int, float]:
         """Exit status and seconds from ``since`` (default: the signal) to the exit.
@@ -181,6 +188,21 @@ def http_get(url: str, timeout: float = 10.0, method: str = "GET") -> tuple[int,
     (an error status too)."""
     data = None if method == "GET" else b""
     request = urllib.request.Request(url, data=data, method=method, headers={"Connection": "close"})
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def http_post(
+    url: str, form: Optional[Mapping[str, str]] = None, timeout: float = 10.0
+) -> tuple[int, bytes]:
+    """POST ``form`` (URL-encoded; none: an empty body) to ``url`` without any proxy; the status
+    and the body (an error status too)."""
+    data = urllib.parse.urlencode(form or {}).encode()
+    headers = {"Connection": "close", "Content-Type": "application/x-www-form-urlencoded"}
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())

@@ -15,7 +15,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
-from ._config import FEEDBACK_FIELDS, BeforeSend
+from ._config import BeforeSend
+from ._fields import FEEDBACK_FIELDS
 from ._record import DATA_ID, TIMESTAMP, Captured, Unreadable, freeze, safe_repr
 from ._report import Reporter
 from .exceptions import BeforeSendError

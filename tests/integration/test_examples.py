@@ -266,6 +266,26 @@ def quickstart(fake: FakeHumanloop, _tmp: Path) -> Played:
     return Played(collections.Counter(), code, seconds, output, said)
 
 
+def serverless(fake: FakeHumanloop, _tmp: Path) -> Played:
+    """Three invocations of the Lambda-style handler: each one's feedback has arrived by the time
+    it returns, though the settings here keep records queued until shutdown (``flush_after``)."""
+    code, seconds, output = run_script([python(), "serverless_handler.py"], fake)
+    expected = collections.Counter(
+        [
+            ("data_lambda_1", "rating", "good"),
+            ("data_lambda_1", "action", "copy"),
+            ("data_lambda_2", "rating", "bad"),
+            ("data_lambda_3", "rating", "good"),
+            ("data_lambda_3", "action", "copy"),
+        ]
+    )
+    said = [
+        f"invocation {number}: status 200, {sent} feedback record(s) sent in all when it returned"
+        for number, sent in ((1, 2), (2, 3), (3, 5))
+    ]
+    return Played(expected, code, seconds, output, said)
+
+
 # -- the table -------------------------------------------------------------------------------------
 
 #: How each file in examples/ is run. Every file needs at least one entry (see the test below).
@@ -335,6 +355,7 @@ TABLE: list[Example] = [
         ),
     ),
     Example("celery_tasks.py", "celery worker, prefork -c 2, warm shutdown", celery_prefork),
+    Example("serverless_handler.py", "python serverless_handler.py", serverless),
 ]
 
 

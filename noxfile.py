@@ -19,6 +19,9 @@ OTHER_PYTHONS = ["3.9", "3.10", "3.12", "3.13"]
 #: Exit, close, signals, a frozen process, dictConfig, fork, the spool's file handling, requests
 #: in parallel and the real stacks: what depends on the interpreter's own shutdown, signal,
 #: threading, sqlite3 and multiprocessing machinery.
+#: Exit, close, signals, dictConfig, fork, the spool's file handling, requests in parallel, the
+#: loguru sink (loguru's exit hook and writer thread) and the real stacks: what depends on the interpreter's own shutdown, signal, threading, sqlite3 and
+#: multiprocessing machinery.
 LIFECYCLE_TESTS = [
     "tests/test_lifecycle.py",
     "tests/test_flow.py",
@@ -27,6 +30,7 @@ LIFECYCLE_TESTS = [
     "tests/test_dictconfig.py",
     "tests/reliability/test_process_lifecycle.py",
     "tests/test_spool.py",
+    "tests/test_loguru.py",
     "tests/integration",
 ]
 

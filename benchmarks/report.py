@@ -116,14 +116,52 @@ def _caller(data: Mapping[str, Any]) -> list[str]:
             f"to its own process's `NullHandler`): tagged {_x(versus['tagged'], 3)}, untagged "
             f"{_x(versus['untagged'], 3)}.",
         ]
+    lines += _loguru(data.get("loguru"))
     delivered = data.get("delivered")
     if delivered:
+        through = (
+            "`FeedbackHandler` and `FeedbackSink`" if data.get("loguru") else "`FeedbackHandler`"
+        )
         lines += [
             "",
-            f"Tagged records logged through `FeedbackHandler` in the run: {delivered['logged']:,}; "
+            f"Tagged records logged through {through} in the run: {delivered['logged']:,}; "
             f"received by the sink: {delivered['received']:,}.",
         ]
     return lines
+
+
+LOGURU_LABELS = {
+    "loguru_feedback": "`FeedbackSink`, vs loguru's no-op sink",
+    "feedback": "`FeedbackHandler`, vs `NullHandler`",
+}
+
+
+def _loguru(data: Optional[Mapping[str, Any]]) -> list[str]:
+    """The loguru rows of the caller section: each adapter against its own library's floor."""
+    if not data:
+        return []
+    lines = [
+        "",
+        '**loguru**: the same calls through loguru (`logger.info("feedback", data_id=..., '
+        'type=..., value=...)`; untagged `logger.info("handled in {} ms", 12)`), loguru\'s '
+        "default format. `FeedbackSink` (sharing the handler's shipper) relative to loguru's no-op "
+        "sink, `logger.add(lambda m: None)`, beside `FeedbackHandler` relative to `NullHandler`; "
+        "medians of per-round ratios, and ns per call. Both send meanwhile; a loguru call takes "
+        "longer, so more of that sending falls inside its timed calls.",
+        "",
+    ]
+    body = [
+        [
+            LOGURU_LABELS[row["config"]],
+            _x(row.get("tagged_vs_floor")),
+            _x(row.get("untagged_vs_floor")),
+            f"{_num(row.get('tagged_ns'), 0)} / {_num(row.get('tagged_floor_ns'), 0)}",
+            f"{_num(row.get('untagged_ns'), 0)} / {_num(row.get('untagged_floor_ns'), 0)}",
+        ]
+        for row in data["rows"]
+    ]
+    header = ["adapter", "tagged", "untagged", "tagged, ns (vs floor)", "untagged, ns (vs floor)"]
+    return lines + _table(header, body)
 
 
 def _e2e(data: Mapping[str, Any]) -> list[str]:

@@ -12,7 +12,8 @@ Sections:
   ``NullHandler`` (the floor), ``SimpleQueue.put``, ``QueueHandler`` + ``QueueListener``,
   OpenTelemetry's ``LoggingHandler`` + ``BatchLogRecordProcessor`` (discarding exporter) and
   ``FeedbackHandler`` (sending to the sink meanwhile), as ratios to ``NullHandler`` and to
-  ``SimpleQueue.put``.
+  ``SimpleQueue.put``; and through loguru, ``FeedbackSink`` (on the handler's shipper) as a
+  ratio to loguru's no-op sink, beside ``FeedbackHandler`` to ``NullHandler``.
 - ``validate``: the flush thread's work per record alone (validation and the request body), in
   microseconds, each version in its own worker.
 - ``e2e``: wall and CPU time of this process from the first log call to ``flush()`` done, for
@@ -215,6 +216,9 @@ def section_caller(ctx: Context) -> dict[str, Any]:
     if received != logged:
         failures.append(f"the sink received {received} items of {logged} logged")
     result["delivered"] = {"logged": logged, "received": received}
+    loguru = _loguru_summary([r["current"] for r in answers if "current" in r])
+    if loguru is not None:
+        result["loguru"] = loguru
     # Every round's seconds per call, for a closer look at the spread behind the medians.
     result["per_round_ns"] = [
         {
@@ -228,6 +232,28 @@ def section_caller(ctx: Context) -> dict[str, Any]:
     ]
     result["failures"] = failures
     return result
+
+
+#: Each adapter beside the floor of its own logging library: the same call through a sink or
+#: handler that does nothing.
+LOGURU_PAIRS = {"loguru_feedback": "loguru_null", "feedback": "null"}
+
+
+def _loguru_summary(rounds: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """``FeedbackSink`` against loguru's no-op sink, beside ``FeedbackHandler`` against
+    ``NullHandler``: medians of per-round ratios, and of seconds per call; None when the worker
+    measured no loguru (loguru not installed)."""
+    if not rounds or "loguru_null" not in rounds[0]["tagged"]:
+        return None
+    rows = []
+    for name, floor in LOGURU_PAIRS.items():
+        row: dict[str, Any] = {"config": name, "floor": floor}
+        for kind in ("tagged", "untagged"):
+            row[f"{kind}_ns"] = median(r[kind][name] * 1e9 for r in rounds)
+            row[f"{kind}_floor_ns"] = median(r[kind][floor] * 1e9 for r in rounds)
+            row[f"{kind}_vs_floor"] = median(r[kind][name] / r[kind][floor] for r in rounds)
+        rows.append(row)
+    return {"rows": rows}
 
 
 # --- end to end ---------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ Kinds:
 
 - ``caller``: long-lived; each ``round`` line on stdin times a log call through every handler
   configuration (in a shuffled order) and answers seconds per call; ``stop`` flushes and answers
-  what the handler sent.
+  what the handler sent. With the peers, and where loguru and ``FeedbackSink`` can be imported,
+  the same calls through loguru too: its no-op sink and a ``FeedbackSink`` sharing the handler's
+  shipper.
 - ``e2e``: from the first log call to ``flush()`` done, ``n`` records through ``FeedbackHandler``.
 - ``validate``: the flush thread's work per record alone: validation and the request body.
 - ``floor``: the same ``n`` log calls through a ``NullHandler``, then plain ``requests`` posting
@@ -127,6 +129,26 @@ def _otel_handler() -> tuple[logging.Handler, Callable[[], None]]:
     return handler, provider.shutdown
 
 
+def _loguru_loggers(shipper: Any) -> dict[str, Any]:
+    """loguru's own no-op sink (``loguru_null``) and a ``FeedbackSink`` on ``shipper``
+    (``loguru_feedback``), each on an independent logger (loguru's way: a deep copy of the
+    logger without sinks) with loguru's default format; nothing if either cannot be imported
+    (the bench extra lacks loguru, or the version under test predates the sink)."""
+    import copy
+
+    try:
+        from loguru import logger
+
+        from humanloop_logging import FeedbackSink
+    except ImportError:
+        return {}
+    logger.remove()
+    noop, feedback = copy.deepcopy(logger), copy.deepcopy(logger)
+    noop.add(lambda message: None, level="INFO")
+    feedback.add(FeedbackSink(shipper=shipper), level="INFO")
+    return {"loguru_null": noop, "loguru_feedback": feedback}
+
+
 def caller(args: Mapping[str, Any]) -> None:
     import logging.handlers
     import queue
@@ -163,8 +185,20 @@ def caller(args: Mapping[str, Any]) -> None:
             handlers["otel"] = otel
             stops.append(otel_stop)
     loggers = {name: bench_logger(name, handler) for name, handler in handlers.items()}
-    tagged_names = [name for name in handlers if name != "dictlookup"]
-    untagged_names = list(handlers)
+    tagged_calls_of: dict[str, Callable[[], None]] = {
+        name: partial(loggers[name].info, "feedback", extra=TAGGED_EXTRA)
+        for name in handlers
+        if name != "dictlookup"
+    }
+    untagged_calls_of: dict[str, Callable[[], None]] = {
+        name: partial(loggers[name].info, "handled in %d ms", 12) for name in handlers
+    }
+    loguru_loggers = _loguru_loggers(live.shipper) if peers else {}
+    for name, loguru_logger in loguru_loggers.items():
+        tagged_calls_of[name] = partial(loguru_logger.info, "feedback", **TAGGED_EXTRA)
+        untagged_calls_of[name] = partial(loguru_logger.info, "handled in {} ms", 12)
+    # The handler and the loguru sink (which shares its shipper) send what they are given.
+    sending = 2 if "loguru_feedback" in loguru_loggers else 1
     tagged_calls = 0
     answer({"ready": True, "library": library_file()})
     for line in sys.stdin:
@@ -172,16 +206,14 @@ def caller(args: Mapping[str, Any]) -> None:
         if command == "round":
             tagged: dict[str, float] = {}
             untagged: dict[str, float] = {}
-            for name in random.sample(tagged_names, k=len(tagged_names)):
-                call = partial(loggers[name].info, "feedback", extra=TAGGED_EXTRA)
-                tagged[name] = _per_call(call, number)
-            tagged_calls += 3 * number
+            for name in random.sample(list(tagged_calls_of), k=len(tagged_calls_of)):
+                tagged[name] = _per_call(tagged_calls_of[name], number)
+            tagged_calls += 3 * number * sending
             # Untimed: the untagged calls are measured against an idle shipper, as on a server
             # that logs feedback now and then.
             live.flush(60.0)
-            for name in random.sample(untagged_names, k=len(untagged_names)):
-                call = partial(loggers[name].info, "handled in %d ms", 12)
-                untagged[name] = _per_call(call, number)
+            for name in random.sample(list(untagged_calls_of), k=len(untagged_calls_of)):
+                untagged[name] = _per_call(untagged_calls_of[name], number)
             while not sq.queue.empty():
                 sq.queue.get_nowait()
             answer({"tagged": tagged, "untagged": untagged})

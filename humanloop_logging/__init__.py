@@ -1,7 +1,8 @@
 """Turn ordinary log calls into user feedback in Humanloop.
 
 ``logger.info("feedback", extra={"data_id": ..., "type": "rating", "value": "good"})`` through a
-``FeedbackHandler``, or the same keys on a structlog event through a ``FeedbackProcessor``.
+``FeedbackHandler``, the same keys on a structlog event through a ``FeedbackProcessor``, or as
+loguru keyword arguments through a ``FeedbackSink``.
 
 The public names are imported on first use (PEP 562), so ``import humanloop_logging`` (and the
 pytest plugin, which every pytest run of an environment with this package installed loads) costs
@@ -36,6 +37,7 @@ if _TYPE_CHECKING:
     from .serverless import flush_after
     from .shipper import FeedbackShipper, FeedbackStats, Transport
     from .signals import exit_on_sigterm
+    from .sink import FeedbackSink
     from .transport import HTTPTransport, SendControl
 
 #: Where each public name lives.
@@ -56,6 +58,7 @@ _MODULES = {
     "FeedbackProcessor": "processor",
     "FeedbackShipper": "shipper",
     "FeedbackStats": "shipper",
+    "FeedbackSink": "sink",
     "Transport": "shipper",
     "exit_on_sigterm": "signals",
     "flush_after": "serverless",
@@ -73,6 +76,7 @@ __all__ = [
     "FeedbackMiddleware",
     "FeedbackProcessor",
     "FeedbackShipper",
+    "FeedbackSink",
     "FeedbackStats",
     "FeedbackValidationError",
     "HTTPTransport",

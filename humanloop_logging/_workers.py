@@ -18,7 +18,7 @@ from ._record import safe_repr
 from ._report import Reporter
 from .signals import start_without_signals
 
-__all__ = ["FLUSH", "HELP", "SEND", "Runs", "own", "start"]
+__all__ = ["FLUSH", "HELP", "SEND", "THREAD_NAMES", "Runs", "own", "start"]
 
 #: The rounds a thread can run: the flush thread's (memory: batches; spool: the writer's), a
 #: helper's (a batch of a backlog, beside the flush thread), the spool sender's.
@@ -29,6 +29,10 @@ _NAMES = {
     HELP: "humanloop-feedback-flush",
     SEND: "humanloop-feedback-send",
 }
+
+#: The names of the threads that may run ``on_error``: where ``own`` cannot be read (the thread a
+#: message was logged on, seen from the thread that handles it later), the name tells.
+THREAD_NAMES = frozenset(_NAMES.values())
 
 
 class _OwnThread(threading.local):

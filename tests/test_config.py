@@ -22,6 +22,7 @@ from humanloop_logging import (
     FeedbackHandler,
     FeedbackProcessor,
     FeedbackShipper,
+    FeedbackSink,
     FeedbackValidationError,
     UnprocessableEntityError,
 )
@@ -317,7 +318,9 @@ def test_bad_base_url_is_refused(base_url: str) -> None:
         FeedbackShipper(api_key="hl-key", base_url=base_url)
 
 
-@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor, FeedbackShipper])
+@pytest.mark.parametrize(
+    "adapter", [FeedbackHandler, FeedbackProcessor, FeedbackSink, FeedbackShipper]
+)
 def test_swapped_key_and_url_are_refused_without_showing_the_key(adapter: Any) -> None:
     """FeedbackHandler(url, key), positional arguments in the wrong order: a clear error that
     does not repeat the key, whichever argument is checked first."""
@@ -398,7 +401,7 @@ def test_plain_http_to_loopback_is_allowed(base_url: str, shippers: Shippers) ->
     assert shippers(api_key="k", base_url=base_url).settings.allow_insecure_http is False
 
 
-@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor])
+@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor, FeedbackSink])
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
@@ -470,6 +473,7 @@ SHARED = [
 OWN = {
     FeedbackHandler: ["shipper", "fields", "level"],
     FeedbackProcessor: ["shipper", "fields", "drop"],
+    FeedbackSink: ["shipper", "fields"],
     FeedbackShipper: ["transport"],
 }
 
@@ -602,7 +606,7 @@ def test_an_unknown_keyword_is_refused_with_the_closest_name(
         assert message.endswith(f"(did you mean {meant!r}?)")
 
 
-@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor])
+@pytest.mark.parametrize("adapter", [FeedbackHandler, FeedbackProcessor, FeedbackSink])
 def test_an_unknown_keyword_suggests_the_adapters_own_arguments(
     adapter: Any, shippers: Shippers
 ) -> None:
@@ -708,18 +712,20 @@ def test_flush_takes_a_timeout_defaulting_to_five_seconds(owner: Any) -> None:
 
 
 def test_reprs_hide_the_api_key(fake_humanloop: FakeHumanloop) -> None:
-    """repr() of handler, processor, shipper and settings never shows the API key."""
+    """repr() of handler, processor, sink, shipper and settings never shows the API key."""
     shipper = FeedbackShipper(api_key=SECRET, base_url=fake_humanloop.base_url)
     handler = FeedbackHandler(api_key=SECRET, base_url=fake_humanloop.base_url)
     processor = FeedbackProcessor(api_key=SECRET, base_url=fake_humanloop.base_url)
+    sink = FeedbackSink(api_key=SECRET, base_url=fake_humanloop.base_url)
     try:
-        for thing in (shipper, handler, processor, shipper.settings, handler.shipper.settings):
+        for thing in (shipper, handler, processor, sink, shipper.settings, sink.shipper.settings):
             assert SECRET not in repr(thing)
             assert SECRET not in str(thing)
         assert fake_humanloop.base_url in repr(shipper)
     finally:
         handler.close()
         processor.close()
+        sink.close()
         shipper.close()
 
 

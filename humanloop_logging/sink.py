@@ -22,7 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NoReturn, Optional, overload
 
-from ._config import SettingsArgs, resolve_fields, takes_settings
+from ._config import SettingsArgs, takes_settings
+from ._fields import resolve_fields
 from ._record import freeze
 from ._workers import THREAD_NAMES, own
 from .shipper import FeedbackShipper, FeedbackStats, attach
@@ -53,11 +54,10 @@ class FeedbackSink:
         fields: Optional[Mapping[str, str]] = None,
         **settings: Unpack[SettingsArgs],
     ) -> None:
+        names = resolve_fields(fields)  # before the shipper: a bad mapping leaves nothing behind
         shipper, self._owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         self.shipper = shipper
-        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = (
-            resolve_fields(fields)
-        )
+        (self._data_id, self._type, self._value, self._user, self._created_at, self._unset) = names
         self._token = shipper._engine.token
         self._submit = shipper.submit
 

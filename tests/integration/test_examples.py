@@ -286,6 +286,24 @@ def serverless(fake: FakeHumanloop, _tmp: Path) -> Played:
     return Played(expected, code, seconds, output, said)
 
 
+def loguru_script(fake: FakeHumanloop, _tmp: Path) -> Played:
+    """Three answers rated and copied through a bound logger, one correction by keyword
+    arguments; what is still queued is sent by the exit."""
+    code, seconds, output = run_script([python(), "loguru_app.py"], fake)
+    expected = collections.Counter(
+        [
+            *((data_id, "rating", rating) for data_id, rating in ANSWERS.items()),
+            *((data_id, "action", "copy") for data_id in ANSWERS),
+            ("data_2", "correction", "Canberra, not Sydney."),
+        ]
+    )
+    return Played(expected, code, seconds, output)
+
+
+#: The answers examples/loguru_app.py rates.
+ANSWERS = {"data_1": "good", "data_2": "bad", "data_3": "good"}
+
+
 # -- the table -------------------------------------------------------------------------------------
 
 #: How each file in examples/ is run. Every file needs at least one entry (see the test below).
@@ -356,6 +374,7 @@ TABLE: list[Example] = [
     ),
     Example("celery_tasks.py", "celery worker, prefork -c 2, warm shutdown", celery_prefork),
     Example("serverless_handler.py", "python serverless_handler.py", serverless),
+    Example("loguru_app.py", "python loguru_app.py", loguru_script),
 ]
 
 

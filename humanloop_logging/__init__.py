@@ -32,6 +32,12 @@ if _TYPE_CHECKING:
         UnprocessableEntityError,
     )
     from .handler import FeedbackHandler
+    from .metrics import (
+        FeedbackCollector,
+        FeedbackInstruments,
+        instrument_opentelemetry,
+        register_prometheus,
+    )
     from .processor import FeedbackProcessor
     from .shipper import FeedbackShipper, FeedbackStats, Transport
     from .signals import exit_on_sigterm
@@ -51,6 +57,10 @@ _MODULES = {
     "TransportError": "exceptions",
     "UnprocessableEntityError": "exceptions",
     "FeedbackHandler": "handler",
+    "FeedbackCollector": "metrics",
+    "FeedbackInstruments": "metrics",
+    "instrument_opentelemetry": "metrics",
+    "register_prometheus": "metrics",
     "FeedbackMiddleware": "asgi",
     "FeedbackProcessor": "processor",
     "FeedbackShipper": "shipper",
@@ -67,7 +77,9 @@ __all__ = [
     "BeforeSendError",
     "ConfigurationError",
     "DeliveryError",
+    "FeedbackCollector",
     "FeedbackHandler",
+    "FeedbackInstruments",
     "FeedbackMiddleware",
     "FeedbackProcessor",
     "FeedbackShipper",
@@ -83,6 +95,8 @@ __all__ = [
     "UnprocessableEntityError",
     "__version__",
     "exit_on_sigterm",
+    "instrument_opentelemetry",
+    "register_prometheus",
 ]
 
 

@@ -23,6 +23,7 @@ if _TYPE_CHECKING:
     from .exceptions import (
         APIError,
         AuthenticationError,
+        BeforeSendError,
         ConfigurationError,
         DeliveryError,
         FeedbackValidationError,
@@ -33,6 +34,12 @@ if _TYPE_CHECKING:
         UnprocessableEntityError,
     )
     from .handler import FeedbackHandler
+    from .metrics import (
+        FeedbackCollector,
+        FeedbackInstruments,
+        instrument_opentelemetry,
+        register_prometheus,
+    )
     from .processor import FeedbackProcessor
     from .serverless import flush_after
     from .shipper import FeedbackShipper, FeedbackStats, Transport
@@ -54,6 +61,10 @@ _MODULES = {
     "TransportError": "exceptions",
     "UnprocessableEntityError": "exceptions",
     "FeedbackHandler": "handler",
+    "FeedbackCollector": "metrics",
+    "FeedbackInstruments": "metrics",
+    "instrument_opentelemetry": "metrics",
+    "register_prometheus": "metrics",
     "FeedbackMiddleware": "asgi",
     "FeedbackProcessor": "processor",
     "FeedbackShipper": "shipper",
@@ -72,7 +83,9 @@ __all__ = [
     "BeforeSendError",
     "ConfigurationError",
     "DeliveryError",
+    "FeedbackCollector",
     "FeedbackHandler",
+    "FeedbackInstruments",
     "FeedbackMiddleware",
     "FeedbackProcessor",
     "FeedbackShipper",
@@ -90,6 +103,8 @@ __all__ = [
     "__version__",
     "exit_on_sigterm",
     "flush_after",
+    "instrument_opentelemetry",
+    "register_prometheus",
 ]
 
 

@@ -399,6 +399,12 @@ class Engine:
         with self.lock:
             return self.books.stats(len(self.queue))
 
+    def stats_reader(self) -> Callable[[], FeedbackStats]:
+        """Reads the counts without holding the engine, so that they can still be read once it is
+        garbage collected (see ``_census``). A fork makes new books: ask again after one."""
+        books, queue = self.books, self.queue
+        return lambda: books.stats(len(queue))
+
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""
         self._reset()

@@ -37,11 +37,11 @@ import weakref
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
-from . import _report, signals
+from . import _census, _report, signals
 
 
-class Drainable(Protocol):
-    """What the lifecycle needs of an engine."""
+class Drainable(_census.Counted, Protocol):
+    """What the lifecycle needs of an engine (and, for the metrics, the census)."""
 
     def begin_close(self, timeout: float) -> None: ...
 
@@ -91,9 +91,10 @@ _token = _Token()
 
 
 def register(engine: Drainable) -> None:
-    """Track ``engine`` so that every way the process ends drains it."""
+    """Track ``engine`` so that every way the process ends drains it, and count it in metrics."""
     with state.lock:
         state.engines.add(engine)
+    _census.enrol(engine)
     _attach_pool_hooks()
 
 
@@ -234,6 +235,7 @@ def _after_fork_in_child() -> None:
     state.sigterm_warned = False  # each worker process is told once
     for engine in list(state.engines):
         engine.after_fork_in_child()
+    _census.after_fork_in_child()
 
 
 atexit.register(drain_all)

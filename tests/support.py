@@ -134,16 +134,19 @@ def flush_threads(besides: Collection[threading.Thread] = ()) -> list[threading.
 
 
 def assert_consistent(stats: FeedbackStats) -> None:
-    """Every record handed over is in exactly one bucket (without a spool)."""
-    assert stats.enqueued == (
-        stats.sent
-        + stats.rejected
-        + stats.dropped
-        + stats.failed
-        + stats.filtered
-        + stats.withheld
-        + stats.pending
-    ), stats
+    """Every record handed over (or taken over from a spool) is in exactly one bucket, and no
+    counter is negative."""
+    buckets = (
+        stats.sent,
+        stats.rejected,
+        stats.dropped,
+        stats.failed,
+        stats.filtered,
+        stats.withheld,
+        stats.pending,
+    )
+    assert stats.enqueued + stats.replayed == sum(buckets), stats
+    assert min(stats.enqueued, stats.replayed, stats.spooled, *buckets) >= 0, stats
 
 
 def data_ids(fake: FakeHumanloop) -> collections.Counter[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from support import assert_consistent
 
 from humanloop_logging import _batching as batching
 from humanloop_logging._ledger import Ledger
@@ -156,16 +157,7 @@ class Engine(RuleBasedStateMachine):
     @invariant()
     def balanced_and_never_negative(self) -> None:
         stats = self.books.stats(self.queued)
-        assert stats.enqueued + stats.replayed == (
-            stats.sent
-            + stats.rejected
-            + stats.dropped
-            + stats.failed
-            + stats.filtered
-            + stats.withheld
-            + stats.pending
-        ), stats
-        assert min(stats.enqueued, stats.sent, stats.rejected, stats.dropped, stats.failed) >= 0
+        assert_consistent(stats)
         assert 0 <= stats.spooled <= stats.pending, stats
         assert self.books.unfinished >= 0
         # And they say what is true: what waits in memory, on disk and in live requests.

@@ -19,6 +19,7 @@ from reliability_support import (
     received_counts,
     run_producers,
 )
+from support import assert_consistent
 
 from humanloop_logging import (
     DeliveryError,
@@ -100,15 +101,7 @@ class Watchers:
 def assert_adds_up(stats: FeedbackStats) -> None:
     assert stats.enqueued == TOTAL
     assert stats.pending == 0
-    assert stats.enqueued == (
-        stats.sent
-        + stats.rejected
-        + stats.dropped
-        + stats.failed
-        + stats.filtered
-        + stats.withheld
-        + stats.pending
-    )
+    assert_consistent(stats)
 
 
 @pytest.mark.timeout(150)

@@ -29,6 +29,7 @@ from reliability_support import (
     find_duplicates,
     run_producers,
 )
+from support import assert_consistent
 
 from humanloop_logging import DeliveryError, FeedbackHandler
 from humanloop_logging.testing import FakeHumanloop
@@ -234,15 +235,7 @@ def test_fault(case: Case, fake: FakeHumanloop, errors: ErrorLog, cleanup: Clean
     # The counters add up exactly, and nothing is left behind.
     assert stats.enqueued == TOTAL
     assert (stats.pending, stats.dropped) == (0, 0)
-    assert stats.enqueued == (
-        stats.sent
-        + stats.rejected
-        + stats.dropped
-        + stats.failed
-        + stats.filtered
-        + stats.withheld
-        + stats.pending
-    )
+    assert_consistent(stats)
     # Every rejected record is reported once, with the service's reason, and never delivered.
     assert errors.refused() == []
     rejected = errors.rejected()

@@ -146,8 +146,9 @@ def _loguru(data: Optional[Mapping[str, Any]]) -> list[str]:
         'type=..., value=...)`; untagged `logger.info("handled in {} ms", 12)`), loguru\'s '
         "default format. `FeedbackSink` (sharing the handler's shipper) relative to loguru's no-op "
         "sink, `logger.add(lambda m: None)`, beside `FeedbackHandler` relative to `NullHandler`; "
-        "medians of per-round ratios, and ns per call. Both send meanwhile; a loguru call takes "
-        "longer, so more of that sending falls inside its timed calls.",
+        "medians of per-round ratios, and ns per call. loguru's tagged calls are timed after the "
+        "stdlib handlers' and an untimed flush, so the sink's records never weigh on the "
+        "handler's calls; the sink's own calls are timed while it sends, as the handler's are.",
         "",
     ]
     body = [

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -107,6 +108,25 @@ def tmpfs(directory: Path, *options: str) -> Iterator[Path]:
 
 
 # -- waiting -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sigint_as_a_terminal_gives_it() -> Iterator[None]:
+    """Children started within get SIGINT at its default, as a terminal user's programs do.
+
+    A shell starts background jobs (CI runners among them) with SIGINT ignored, and an ignored
+    signal stays ignored across ``exec``: a child Python would then install no KeyboardInterrupt
+    handler and a Ctrl-C test could never stop it. A handled signal is reset to the default by
+    ``exec``, so handling it here for the moment of the spawn is enough.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.01) -> bool:

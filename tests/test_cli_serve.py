@@ -17,7 +17,7 @@ from typing import IO, Any, Optional
 
 import pytest
 import requests
-from support import child_env
+from support import child_env, sigint_as_a_terminal_gives_it
 
 from humanloop_logging.cli import main
 
@@ -31,10 +31,7 @@ class Serve:
 
     def __init__(self, *args: str) -> None:
         env = child_env()
-        # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored
-        # across exec; a handled one is reset to the default, which is what a terminal user has.
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
+        with sigint_as_a_terminal_gives_it():
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "humanloop_logging", "serve", *args],
                 stdout=subprocess.PIPE,
@@ -42,8 +39,6 @@ class Serve:
                 text=True,
                 env=env,
             )
-        finally:
-            signal.signal(signal.SIGINT, previous)
         self.lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
         threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()

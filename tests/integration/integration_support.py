@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import support
-from support import humanloop_env
+from support import humanloop_env, sigint_as_a_terminal_gives_it
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -63,16 +63,17 @@ class Running:
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path = APPS) -> None:
         self.argv = list(argv)
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=dict(env),
-            cwd=str(cwd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # a signal from a terminal never reaches it by accident
-        )
+        with sigint_as_a_terminal_gives_it():  # so that a Ctrl-C test can stop it
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=dict(env),
+                cwd=str(cwd),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # a signal from a terminal never reaches it by accident
+            )
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._eof = False

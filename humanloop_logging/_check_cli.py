@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import IO, TYPE_CHECKING, Any, Optional
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 if TYPE_CHECKING:
     from ._config import Settings
@@ -184,16 +184,11 @@ def _probe(settings: Settings, report: _Report) -> int:
     proxy = proxy_for(url)
     if proxy is None:
         report.add("proxy", "info", _no_proxy(parts.scheme, host))
-        reached = _reach(host, parts.port or _DEFAULT_PORTS[parts.scheme], settings.timeout, "")
+        reached = _reach(host, _port(parts), settings.timeout, "")
     else:
         report.add("proxy", "info", f"{host_port(proxy)} {_proxy_source(parts.scheme, proxy)}")
         proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        reached = _reach(
-            proxy_parts.hostname or "",
-            proxy_parts.port or _DEFAULT_PORTS.get(proxy_parts.scheme, 80),
-            settings.timeout,
-            "proxy ",
-        )
+        reached = _reach(proxy_parts.hostname or "", _port(proxy_parts), settings.timeout, "proxy ")
     for check in reached:
         report.add(check.check, check.result, check.detail)
 
@@ -233,6 +228,15 @@ def _probe(settings: Settings, report: _Report) -> int:
     return report.finish(
         _exit_status(failure), f"FAILED: {failure.message}", (failure.category, failure.message)
     )
+
+
+def _port(parts: SplitResult) -> Optional[int]:
+    """The URL's port, or its scheme's; None for a malformed one (the request reports it)."""
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return port or _DEFAULT_PORTS.get(parts.scheme, 80)
 
 
 def _exit_status(error: DeliveryError) -> int:
@@ -277,7 +281,7 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _reach(host: str, port: int, timeout: float, what: str) -> tuple[Check, Check]:
+def _reach(host: str, port: Optional[int], timeout: float, what: str) -> tuple[Check, Check]:
     """DNS, then a TCP connection, tried directly: what they found, for the report only."""
     if _is_address(host):
         dns = Check("DNS", "ok", f"{what}{host} is an address, nothing to resolve")
@@ -292,6 +296,8 @@ def _reach(host: str, port: int, timeout: float, what: str) -> tuple[Check, Chec
             )
         addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
         dns = Check("DNS", "ok", f"{what}{host} is {', '.join(addresses)}")
+    if port is None:
+        return dns, Check("connect", "skipped", f"{what}port is not a number")
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:

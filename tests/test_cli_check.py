@@ -5,6 +5,7 @@ aside): they are what a deploy log shows."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -276,7 +277,7 @@ def test_a_refused_connection_exits_1() -> None:
     result = run_check("--base-url", base, HUMANLOOP_API_KEY=KEY)
     assert result.returncode == 1
     lines = local_report(base).splitlines()
-    lines[4] = f"connect:  failed: 127.0.0.1:{port}: Connection refused"
+    lines[4] = f"connect:  failed: 127.0.0.1:{port}: {os.strerror(errno.ECONNREFUSED)}"
     assert result.stdout.splitlines() == [
         *lines,
         "answer:   skipped: the request never reached the service",
@@ -356,7 +357,7 @@ def test_an_unreachable_proxy_is_named_as_the_proxy() -> None:
     lines[2:5] = [
         f"proxy:    127.0.0.1:{proxy_port} from HTTP_PROXY",
         "DNS:      ok: proxy 127.0.0.1 is an address, nothing to resolve",
-        f"connect:  failed: proxy 127.0.0.1:{proxy_port}: Connection refused",
+        f"connect:  failed: proxy 127.0.0.1:{proxy_port}: {os.strerror(errno.ECONNREFUSED)}",
     ]
     assert result.stdout.splitlines() == [
         *lines,
@@ -382,7 +383,8 @@ def test_no_proxy_takes_loopback_past_the_proxy() -> None:
 
 
 def test_a_service_that_never_answers_times_out_and_exits_1() -> None:
-    """The stand-in reads the request and holds it: cut off at --timeout, in the library's words."""
+    """The stand-in reads the request and holds it: cut off at --timeout, in the library's words
+    (requests' read timeout and the library's total limit are both at 0.5 s: either may end it)."""
     with FakeHumanloop(api_key=KEY) as fake:
         fake.hang_next(1)
         result = run_check("--base-url", fake.base_url, "--timeout", "0.5", HUMANLOOP_API_KEY=KEY)
@@ -390,13 +392,15 @@ def test_a_service_that_never_answers_times_out_and_exits_1() -> None:
     assert result.returncode == 1
     lines = local_report(fake.base_url).splitlines()
     lines[0] = lines[0].replace("timeout 10s (default)", "timeout 0.5s from --timeout")
-    assert result.stdout.splitlines() == [
-        *lines,
-        "answer:   failed: none came (timeout)",
+    *report, problem = result.stdout.splitlines()
+    assert report == [*lines, "answer:   failed: none came (timeout)"]
+    assert problem in (
+        f"FAILED: timed out: no answer from 127.0.0.1:{fake.port} within timeout=0.5s for POST "
+        f"{fake.base_url}/feedback: the service (or a proxy on the way) is slow or hanging",
         f"FAILED: timed out in total: POST {fake.base_url}/feedback got no whole answer from "
         f"127.0.0.1:{fake.port} within timeout=0.5s; the service, or a proxy on the way, is "
         "hanging or trickling its answer",
-    ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import requests.utils
 from ._guard import Guard
 from .exceptions import TransportError
 
-__all__ = ["Target", "host_port", "mapped_errors", "where"]
+__all__ = ["Target", "host_port", "mapped_errors", "proxy_for", "where"]
 
 
 def where(url: str) -> str:
@@ -48,6 +48,19 @@ def host_port(url: str) -> str:
     except ValueError:
         return where(url)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def proxy_for(url: str) -> Optional[str]:
+    """The proxy URL requests takes from the environment for ``url`` (NO_PROXY honoured), or None.
+
+    What the transport's requests go through: ``requests`` reads the same variables once per
+    transport (``trust_env``). Never raises: a malformed variable means no proxy here.
+    """
+    try:
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    except Exception:  # only to say where requests go: never fail over it
+        return None
+    return proxy or None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -99,12 +112,7 @@ class Target:
 
     def proxy(self) -> str:
         """host:port of the proxy requests would use for this URL, from the environment."""
-        try:
-            proxy = requests.utils.select_proxy(
-                self.url, requests.utils.get_environ_proxies(self.url)
-            )
-        except Exception:  # only for a message: never fail over it
-            proxy = None
+        proxy = proxy_for(self.url)
         return host_port(proxy) if proxy else "the proxy"
 
     def transport_error(self, exc: requests.RequestException, timeout: float) -> TransportError:

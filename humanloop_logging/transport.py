@@ -262,8 +262,9 @@ class HTTPTransport:
 
     # -- one request -------------------------------------------------------------------------
 
-    def post(self, body: bytes, records: Sequence[Any], deadline: float) -> None:
-        """One POST, no retries, within ``timeout`` in total. Raises a DeliveryError unless 2xx."""
+    def post(self, body: bytes, records: Sequence[Any], deadline: float) -> int:
+        """One POST, no retries, within ``timeout`` in total; returns the status, a 2xx. Raises a
+        DeliveryError for anything else."""
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise TransportError(
@@ -293,7 +294,7 @@ class HTTPTransport:
                         # Delivered, whatever the body says. Read it only to keep the connection.
                         with contextlib.suppress(requests.RequestException):
                             self._read(response, MAX_RESPONSE_BYTES)
-                        return
+                        return status
                     limit = MAX_422_RESPONSE_BYTES if status == 422 else MAX_RESPONSE_BYTES
                     content = self._read(response, limit)
                 finally:
@@ -301,7 +302,7 @@ class HTTPTransport:
             finally:
                 with self._lock:
                     self._guards.discard(guard)
-        self._raise_for(status, content, response.headers, records)
+        raise self._error_for(status, content, response.headers, records)
 
     @staticmethod
     def _read(response: requests.Response, limit: int) -> bytes:
@@ -314,15 +315,16 @@ class HTTPTransport:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _raise_for(
+    def _error_for(
         self, status: int, content: bytes, headers: Mapping[str, str], records: Sequence[Any]
-    ) -> None:
+    ) -> DeliveryError:
+        """The error for a non-2xx answer, in words that say what to check."""
         # A misbehaving proxy may echo the request, headers and all: never repeat the key.
         content = self._key.sub(b"[redacted]", content)
         message = _message(content)
         target = self._target
         if status in (401, 403):
-            raise AuthenticationError(
+            return AuthenticationError(
                 status,
                 message,
                 records,
@@ -333,7 +335,7 @@ class HTTPTransport:
                 ),
             )
         if status == 422:
-            raise UnprocessableEntityError(message, _details(content), url=target.where)
+            return UnprocessableEntityError(message, _details(content), url=target.where)
         text = None
         if 300 <= status < 400:
             location = where(headers.get("Location") or "") or "an address it did not give"
@@ -352,7 +354,7 @@ class HTTPTransport:
                 f"{base})"
             )
             text = f"POST {target.where} was not found (HTTP 404: {message}): {fix}"
-        raise APIError(
+        return APIError(
             status,
             message,
             records,

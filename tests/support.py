@@ -56,6 +56,52 @@ def closed_port_base_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v4"
 
 
+@contextlib.contextmanager
+def self_signed_tls_server(directory: Path) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 whose certificate (made in ``directory``) is self-signed, as a
+    network that re-signs TLS presents it; yields its port. Skips where there is no openssl."""
+    import ssl
+
+    import pytest
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                with conn, contextlib.suppress(OSError, ssl.SSLError):
+                    context.wrap_socket(conn, server_side=True).close()
+
+    thread = threading.Thread(target=serve, name="tls-server", daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        with contextlib.suppress(OSError):
+            socket.create_connection(listener.getsockname(), timeout=1.0).close()
+        thread.join(5.0)
+        listener.close()
+
+
 # -- child interpreters ------------------------------------------------------------------------
 
 

@@ -6,15 +6,10 @@ import json
 import logging
 import math
 import re
-import shutil
-import socket
-import ssl
-import subprocess
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +22,7 @@ import requests
 import tenacity
 from hypothesis import example, given
 from hypothesis import strategies as st
-from support import Clock, Control, closed_port_base_url, free_port
+from support import Clock, Control, closed_port_base_url, free_port, self_signed_tls_server
 
 import humanloop_logging
 from humanloop_logging import (
@@ -581,43 +576,8 @@ def test_a_closed_port_names_host_and_port() -> None:
 
 @pytest.fixture
 def self_signed_server(tmp_path: Path) -> Iterator[int]:
-    """A TLS server on 127.0.0.1 whose certificate is self-signed; yields its port."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
-            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with suppress(OSError):
-                conn, _ = listener.accept()
-                with conn, suppress(OSError, ssl.SSLError):
-                    context.wrap_socket(conn, server_side=True).close()
-
-    thread = threading.Thread(target=serve, name="tls-server", daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        with suppress(OSError):
-            socket.create_connection(listener.getsockname(), timeout=1.0).close()
-        thread.join(5.0)
-        listener.close()
+    with self_signed_tls_server(tmp_path) as port:
+        yield port
 
 
 def test_an_untrusted_certificate_says_why(self_signed_server: int) -> None:

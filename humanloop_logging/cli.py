@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
+from ._send_cli import add_send
 from ._spool_cli import add_spool
 from ._version import __version__
 
@@ -52,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     _add_demo(subparsers)
     add_spool(subparsers)
+    add_send(subparsers)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -113,9 +114,12 @@ class Progress:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
+                # A terminal that reports no size (a bare pty) gets 100 columns, not none.
+                sized = _columns() > 0
                 self._bar = tqdm(
-                    total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                    file=sys.stderr, dynamic_ncols=True, desc="send", leave=True,
+                    total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                    dynamic_ncols=sized, ncols=None if sized else 100, nrows=None if sized else 24,
+                    desc="send", leave=True,
                 )  # fmt: skip
 
     def update(self, read: int, done: int, tally: Tally, *, force: bool = False) -> None:
@@ -165,6 +169,13 @@ class Progress:
             sys.stderr.write("\n")
             sys.stderr.flush()
             self._line = False
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 class ThroughProgress(logging.Handler):

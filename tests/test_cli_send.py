@@ -348,3 +348,46 @@ def test_follow_across_rotations_delivers_each_record_once(
           f"{sum(arrived.values()) - len(arrived)} twice")  # fmt: skip
     assert sum(arrived.values()) == sent == len(arrived)
     assert "not JSON" not in summary
+
+
+def on_a_terminal(tmp_path: Path, fake: FakeHumanloop, *args: str) -> str:
+    """What ``send`` writes to stderr when stderr is a terminal (a pty of 120 columns)."""
+    import fcntl
+    import struct
+    import termios
+
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = child_env(**humanloop_env(KEY, fake.base_url))
+    command = [sys.executable, "-m", "humanloop_logging", "send", "--state",
+               str(tmp_path / "pty-state.json"), *args]  # fmt: skip
+    with subprocess.Popen(command, stderr=secondary, stdout=subprocess.DEVNULL, env=env) as child:
+        os.close(secondary)
+        chunks = []
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        child.wait(timeout=60)
+    os.close(primary)
+    assert child.returncode == 0
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_progress_bar_on_a_terminal_only_and_not_with_quiet(
+    tmp_path: Path, fake: FakeHumanloop
+) -> None:
+    """On a terminal the bar shows records/s and the counts; --quiet and a pipe show none."""
+    path = tmp_path / "app.log"
+    write_lines(path, [fb(f"t-{n}") if n % 10 == 0 else {"event": "x"} for n in range(2000)])
+    shown = on_a_terminal(tmp_path, fake, str(path))
+    assert "rec/s" in shown
+    assert "sent 200" in shown
+    assert KEY not in shown
+    (tmp_path / "pty-state.json").unlink()
+    assert on_a_terminal(tmp_path, fake, "--quiet", str(path)) == ""

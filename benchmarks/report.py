@@ -436,6 +436,37 @@ def _validate(data: Mapping[str, Any]) -> list[str]:
     return lines + _table(header, body)
 
 
+def _send(data: Mapping[str, Any]) -> list[str]:
+    runs = data["runs"]
+    growth = data.get("rss_growth")
+    lines = [
+        "**`humanloop-logging send`, backfilling a file**: structlog JSON lines, one in ten "
+        "feedback, sent to the lean sink. The floor is a process that only runs `json.loads` on "
+        "every line of the same file, in the same run; both are timed as whole processes. Goal: "
+        f"at least {data['goal']:g}x the floor's line rate."
+        + (
+            f" Peak RSS of the largest file is {growth:.2f}x that of the smallest."
+            if growth
+            else ""
+        ),
+        "",
+    ]
+    body = [
+        [
+            f"{run['lines']:,}",
+            f"{run['records']:,}",
+            _num(run["floor_lines_per_s"], 0, " lines/s"),
+            _num(run["send_lines_per_s"], 0, " lines/s"),
+            _num(run["send_records_per_s"], 0, " records/s"),
+            _x(run["ratio"]),
+            _num(run["peak_rss_mib"], 1, " MiB"),
+        ]
+        for run in runs
+    ]
+    header = ["lines", "feedback", "floor (json.loads)", "send", "send", "vs floor", "peak RSS"]
+    return lines + _table(header, body)
+
+
 RENDERERS = {
     "caller": _caller,
     "validate": _validate,
@@ -444,6 +475,7 @@ RENDERERS = {
     "fleet": _fleet,
     "memory": _memory,
     "exit": _exit,
+    "send": _send,
 }
 
 
@@ -487,7 +519,7 @@ def markdown(results: Mapping[str, Any], images: Mapping[str, str]) -> str:
         + (" (a `--quick` smoke run: small sizes, few rounds)" if quick else "")
         + ".",
     ]
-    for name in ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit"):
+    for name in ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit", "send"):
         if name not in sections:
             continue
         lines += ["", *section_lines(name, sections[name])]

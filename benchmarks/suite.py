@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks import report
+from benchmarks import bench_send, report
 from benchmarks.harness import (
     API_KEY,
     REPO,
@@ -81,7 +81,7 @@ from benchmarks.harness import (
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit")
+SECTIONS = ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit", "send")
 SDK_VERSION = "0.5.18"
 #: The library's defaults that some sections size themselves against (README, Settings).
 DEFAULT_MAX_QUEUE_SIZE = 10_000
@@ -830,6 +830,14 @@ def section_exit(ctx: Context) -> dict[str, Any]:
 
 # --- the command --------------------------------------------------------------------------------
 
+
+def section_send(ctx: Context) -> dict[str, Any]:
+    """``humanloop-logging send`` backfilling a file, against ``json.loads`` of every line."""
+    sizes = [int(s) for s in ctx.args.send_sizes.split(",")] if ctx.args.send_sizes else None
+    sizes = sizes or ([50_000, 200_000] if ctx.quick else [250_000, 1_000_000])
+    return bench_send.run(ctx.scratch, sizes, ctx.args.send_rounds or 1, _rss_reader())
+
+
 SECTION_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "caller": section_caller,
     "validate": section_validate,
@@ -838,6 +846,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "fleet": section_fleet,
     "memory": section_memory,
     "exit": section_exit,
+    "send": section_send,
 }
 
 
@@ -889,6 +898,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     tune.add_argument("--exit-sizes", help="records queued: 1000,10000,100000 / 1000,10000")
     tune.add_argument("--exit-rounds", type=int, default=1, help="%(default)s")
+    tune.add_argument("--send-sizes", help="lines: 250000,1000000 / 50000,200000")
+    tune.add_argument("--send-rounds", type=int, help="1")
     return parser.parse_args(argv)
 
 

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ._check_cli import add_check
+from ._send_cli import add_send
 from ._spool_cli import add_spool
 from ._version import __version__
 
@@ -54,6 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_demo(subparsers)
     add_spool(subparsers)
     add_check(subparsers)
+    add_send(subparsers)
     return parser
 
 

@@ -24,7 +24,8 @@ __all__ = ["Progress", "Report", "Tally"]
 @dataclass
 class Tally:
     """Every line of every input ends in exactly one of: skipped (not feedback), sent, rejected
-    (422, or invalid before sending), undeliverable, or unsettled (read, fate unknown at exit)."""
+    (422, or invalid before sending), undeliverable, in the spool (sent later), or unsettled
+    (read, fate unknown at exit)."""
 
     lines: int = 0
     bytes: int = 0
@@ -35,6 +36,8 @@ class Tally:
     undeliverable: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     resumed: int = 0  # lines a checkpoint said were settled before this run
+    spooled: int = 0  # left in the spool at exit, for the next process or ``spool drain``
+    replayed: int = 0  # taken over from the spool (an earlier process's records)
 
     @property
     def skipped_total(self) -> int:
@@ -52,6 +55,8 @@ def summary(tally: Tally, seconds: float, *, dry_run: bool = False) -> list[str]
             ("rejected (422)", tally.rejected), ("invalid", tally.invalid)]  # fmt: skip
     if not dry_run:
         rows.append(("undeliverable", tally.undeliverable))
+        if tally.spooled:
+            rows.append(("in the spool", tally.spooled))
     out = [
         f"{_count(tally.lines, 'line')} read in {seconds:.1f} s ({rate:,.0f} lines/s); "
         f"{_count(tally.feedback, 'feedback record')}",
@@ -59,6 +64,11 @@ def summary(tally: Tally, seconds: float, *, dry_run: bool = False) -> list[str]
     ]
     reasons = ", ".join(f"{n:,} {why}" for why, n in sorted(tally.skipped.items()) if n)
     out.append(f"  {'skipped:':<16} {tally.skipped_total:,}" + (f" ({reasons})" if reasons else ""))
+    if tally.spooled:
+        out.append("  (the spool's records are sent by the next process that opens it, or by "
+                   "humanloop-logging spool drain)")  # fmt: skip
+    if tally.replayed:
+        out.append(f"  taken over from the spool: {tally.replayed:,} (among those sent)")
     if tally.resumed:
         out.append(f"  resumed after line {tally.resumed:,} of a checkpoint")
     return out

@@ -135,10 +135,11 @@ def test_stdin(tmp_path: Path, fake: FakeHumanloop) -> None:
     assert KEY not in done.stdout + done.stderr
 
 
-def test_dry_run_lists_what_it_would_do_without_network(
+def test_dry_run_lists_the_problems_and_with_verbose_every_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--dry-run sends nothing (the base URL is a closed port) and lints line by line."""
+    """--dry-run sends nothing (the base URL is a closed port) and lints: by default the lines it
+    would refuse or skip, then the summary; --verbose adds a line per record it would send."""
     path = tmp_path / "app.log"
     write_lines(
         path,
@@ -148,25 +149,38 @@ def test_dry_run_lists_what_it_would_do_without_network(
             {"data_id": "x", "type": "rating"},
             {"data_id": "y"},
             '{"data_id": ',
+            *(fb(f"ok-{n}") for n in range(2, 1000)),
         ],
     )
-    status = main(["send", "--dry-run", "--api-key", KEY, "--base-url", closed_port_base_url(),
-                   str(path)])  # fmt: skip
-    out = capsys.readouterr().out.splitlines()
-    assert status == 1
-    assert out[:4] == [
-        f"{path}:1: send: data_id='ok-1' type='rating' created_at=2024-05-01T12:00:00+00:00",
+    args = ["send", "--dry-run", "--api-key", KEY, "--base-url", closed_port_base_url(), str(path)]
+    problems = [
         f"{path}:3: refuse: value is missing; it is required unless unset is True",
         f"{path}:4: skip: no feedback type",
         f"{path}:5: skip: not JSON",
     ]
-    assert out[4].startswith("5 lines read in ")
-    assert out[5:] == [
-        "  would send:      1",
+    totals = [
+        "  would send:      999",
         "  rejected (422):  0",
         "  invalid:         1",
         "  skipped:         3 (1 no feedback type, 1 not JSON, 1 not feedback)",
     ]
+    assert main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == problems
+    assert out[3].startswith("1,003 lines read in ")
+    assert out[3].endswith("; 1,000 feedback records")
+    assert out[4:] == totals
+    assert main([*args, "--verbose"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    sends = [line for line in out if ": send: " in line]
+    assert len(sends) == 999
+    assert out[0] == (
+        f"{path}:1: send: data_id='ok-1' type='rating' created_at=2024-05-01T12:00:00+00:00"
+    )
+    assert [line for line in out[:1002] if ": send: " not in line] == problems
+    assert out[-4:] == totals
+    assert main(["send", "--verbose", "--api-key", KEY, str(path)]) == 2
+    assert "--verbose goes with --dry-run" in capsys.readouterr().err
 
 
 def test_report_names_the_lines_of_a_422_and_an_invalid_record(

@@ -676,6 +676,31 @@ def test_401_is_reported_once_not_once_per_batch(
     assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0)
 
 
+def test_401_says_how_many_records_it_dropped_and_what_becomes_of_later_ones(
+    fake_humanloop: FakeHumanloop, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one report of a refused key counts the records of the refused request, says they are
+    dropped rather than kept, and that every later record goes the same way: three records in
+    one refused request are "3 records dropped", not "(1 record(s))"."""
+    caplog.set_level(logging.WARNING, logger="humanloop_logging")
+    rig = make(api_key="hl-wrong-key", batch_size=10, flush_interval=60.0)
+    for index in range(3):
+        rig.send(f"dp-{index}")
+    assert rig.shipper.flush(5.0)
+
+    assert [(r.status, r.item_count) for r in fake_humanloop.requests] == [(401, 3)]
+    [error] = rig.errors.of(AuthenticationError)
+    assert error.count == 3
+    assert str(error) == (
+        f"{error.message}; 3 records dropped, not retried, and so is every record sent with this "
+        "key until it is fixed (stats().failed counts each)"
+    )
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "humanloop_logging"]
+    assert logged == str(error)
+    assert "hl-wrong-key" not in logged
+    assert rig.stats().failed == 3
+
+
 @pytest.mark.parametrize("status", [400, 404, 409])
 def test_other_4xx_fail_at_once_with_the_servers_message(make: Make, status: int) -> None:
     """A 4xx other than 401/408/413/422/429 is not retried: failed, with the server's words."""

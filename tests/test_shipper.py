@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gc
+import json
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from humanloop_logging import (
     APIError,
     AuthenticationError,
     DeliveryError,
+    FeedbackHandler,
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackStats,
@@ -845,3 +847,37 @@ def test_timeout_is_retried(make: Make) -> None:
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+class SendAndCloseOnly:
+    """A transport of the application's with only the two required methods of ``Transport``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.closed = 0
+
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        self.bodies.append(body)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_transport_needs_only_send_and_close() -> None:
+    """``cut_off_at`` and ``reset_after_fork`` are optional hooks of ``Transport``: a transport
+    without them sends, flushes and closes (close() used to fail on the missing hook)."""
+    transport = SendAndCloseOnly()
+    shipper = FeedbackShipper("hl-key", "http://127.0.0.1:9/v4", transport=transport)
+    handler = FeedbackHandler(shipper=shipper)
+    log = logging.getLogger("test_a_transport_needs_only_send_and_close")
+    log.addHandler(handler)
+    try:
+        log.warning("fb", extra={"data_id": "d-1", "type": "rating", "value": "good"})
+        assert shipper.flush(5.0)
+        assert shipper.close(5.0)
+    finally:
+        log.removeHandler(handler)
+    [[item]] = [json.loads(body) for body in transport.bodies]
+    assert (item["data_id"], item["type"], item["value"]) == ("d-1", "rating", "good")
+    assert transport.closed >= 1
+    assert shipper.stats().sent == 1

@@ -111,12 +111,10 @@ def test_v2_names_a_field_the_v1_service_coerced() -> None:
 @pytest.mark.parametrize(
     ("flavour", "message"), [("v1", "field required"), ("v2", "Field required")]
 )
-def test_the_endpoints_value_rule_is_read_like_the_models_errors(
-    flavour: str, message: str
-) -> None:
-    """The service's own "value required unless unset" entry has no tag in either flavour."""
-    n, detail = (V1 if flavour == "v1" else V2)["value missing"]
-    assert item_errors(detail, n) == {1: [("value", message)]}
+def test_a_missing_field_is_read_like_the_other_errors(flavour: str, message: str) -> None:
+    """A "field required" entry names its item and field in either flavour."""
+    n, detail = (V1 if flavour == "v1" else V2)["type missing"]
+    assert item_errors(detail, n) == {1: [("type", message)]}
 
 
 @pytest.mark.parametrize("flavour", ["v1", "v2"])

@@ -115,7 +115,8 @@ def test_adapters_document_their_constructor_and_stats(name: str) -> None:
     the instance - basically setting the formatter to None") and for ``stats()``."""
     cls = getattr(humanloop_logging, name)
     inherited = {base.__init__.__doc__ for base in cls.__mro__[1:]}
-    assert cls.__init__.__doc__ and cls.__init__.__doc__ not in inherited
+    assert cls.__init__.__doc__
+    assert cls.__init__.__doc__ not in inherited
     assert "ConfigurationError" in cls.__init__.__doc__
     assert cls.stats.__doc__
 

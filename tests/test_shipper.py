@@ -689,6 +689,7 @@ def test_401_says_how_many_records_it_dropped_and_what_becomes_of_later_ones(
     for index in range(3):
         rig.send(f"dp-{index}")
     assert rig.shipper.flush(5.0)
+    rig.shipper.close(5.0)  # the flush thread has ended: its report is made, not on its way
 
     assert [(r.status, r.item_count) for r in fake_humanloop.requests] == [(401, 3)]
     [error] = rig.errors.of(AuthenticationError)

@@ -4,7 +4,7 @@ Deploy ``handler`` as the function's entry point (``serverless_handler.handler``
 ``HUMANLOOP_API_KEY`` set. To try it locally with no key, run ``humanloop-logging serve`` and, in
 another shell::
 
-    HUMANLOOP_API_KEY=hl-test-key HUMANLOOP_BASE_URL=http://127.0.0.1:8000/v4 \\
+    HUMANLOOP_API_KEY=hl-test-key HUMANLOOP_BASE_URL=http://127.0.0.1:8742/v4 \\
         python examples/serverless_handler.py
 
 which invokes the handler a few times, as the platform would, and prints what each invocation had

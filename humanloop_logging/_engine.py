@@ -342,7 +342,7 @@ class Engine:
             self.pipeline.hurry_locked()
         self.sending.cut_naps()  # a backoff wait is cut short ...
         self.sending.window.wake()  # ... and so is a wait for room in the window ...
-        self.transport.cut_off_at(self.deadline)  # ... and a request already running
+        _hook(self.transport, "cut_off_at", self.deadline)  # ... and a request already running
 
     def wait_closed(self) -> bool:
         """Wait for the close begun by ``begin_close``; False if time ran out on some records."""
@@ -408,4 +408,12 @@ class Engine:
     def after_fork_in_child(self) -> None:
         """The child starts empty: the parent's queue is the parent's to send."""
         self._reset()
-        self.transport.reset_after_fork()
+        _hook(self.transport, "reset_after_fork")
+
+
+def _hook(transport: Transport, name: str, *args: float) -> None:
+    """Call one of the transport's optional hooks (``cut_off_at``, ``reset_after_fork``; see
+    ``Transport``), if it has it: a transport of the application's may do without."""
+    hook: Optional[Callable[..., None]] = getattr(transport, name, None)
+    if hook is not None:
+        hook(*args)

@@ -222,12 +222,8 @@ def to_payload(item: Captured, default_user: str | None) -> tuple[dict[str, Any]
             raise FeedbackValidationError(
                 "unset", f"must be a boolean, got {type(unset).__name__}", described(item)
             )
-        if item[VALUE] is not None:
+        if item[VALUE] is not None:  # none: left out, as the schema allows; the service judges
             payload["value"] = _value(item[VALUE], item)
-        elif unset is not True:
-            raise FeedbackValidationError(
-                "value", "is missing; it is required unless unset is True", described(item)
-            )
         payload["data_id"] = _text("data_id", item[DATA_ID], item)
         if not payload["data_id"]:
             raise FeedbackValidationError("data_id", "must not be empty", described(item))

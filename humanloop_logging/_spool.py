@@ -139,8 +139,8 @@ class OwnerStatus:
 
 @dataclass(frozen=True)
 class SpoolStatus:
-    """What a spool file holds: ``bytes`` is the file plus its WAL; ``unowned`` rows were left by
-    a clean exit (or a dead process) and wait for the next process to adopt them."""
+    """What a spool file holds: ``bytes`` is the file plus its WAL; ``unowned`` rows were released
+    by a clean exit and wait for the next process to adopt them."""
 
     path: str
     rows: int
@@ -148,6 +148,12 @@ class SpoolStatus:
     bytes: int
     oldest_age: Optional[float]
     owners: tuple[OwnerStatus, ...]
+
+    @property
+    def waiting(self) -> int:
+        """Rows no live process holds: released ones, and those of owners that are gone, which
+        the next process (or ``spool drain``) takes over."""
+        return self.unowned + sum(owner.rows for owner in self.owners if not owner.alive)
 
 
 class _Corrupt(Exception):

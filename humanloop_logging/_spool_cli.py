@@ -3,13 +3,19 @@
 ``status`` reads the file read-only and takes nothing over. ``drain`` is a shipper of its own on
 that file: it takes over the rows of processes that are gone (or that exited cleanly), sends them
 with the same retries and isolation as any shipper, and stops when the file is empty. Ctrl-C (or
-SIGTERM) stops it within a few seconds; what is not sent stays on disk.
+SIGTERM) stops it within a few seconds, and so does ``--timeout`` when it passes; what is not sent
+stays on disk.
+
+Exit status of ``drain``: 0 the spool is empty; 1 rows are left that running processes hold (or the
+file could not be read); 2 bad settings; 124 ``--timeout`` passed first (as coreutils' ``timeout``
+exits, so a deploy hook can tell "ran out of time" from "failed"); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -21,8 +27,11 @@ from typing import Any, Optional
 from ._spool import SpoolStatus, read_status
 from .exceptions import ConfigurationError, SpoolError
 
-#: Longest a drain interrupted by Ctrl-C spends finishing the request in flight.
+#: Longest a drain interrupted by Ctrl-C (or out of --timeout) spends on the request in flight.
 _STOP_TIMEOUT = 3.0
+
+#: ``spool drain``'s exit status when its --timeout passed before the spool was empty.
+TIMED_OUT = 124
 
 
 def add_spool(subparsers: Any) -> None:
@@ -44,7 +53,8 @@ def add_spool(subparsers: Any) -> None:
         description=(
             "Send the records in the spool at PATH to Humanloop, oldest first, with the retries "
             "of any shipper. Rows of running processes are left to them. Exits 0 when the spool "
-            "is empty; Ctrl-C stops it, and what was not sent stays on disk."
+            "is empty, 1 when rows of running processes are left, 124 when --timeout passed "
+            "first, 130 on Ctrl-C; what was not sent stays on disk."
         ),
     )
     drain.add_argument("path", help="the spool file")
@@ -52,7 +62,25 @@ def add_spool(subparsers: Any) -> None:
         "--base-url", default=None, help="where to send (default: HUMANLOOP_BASE_URL, or v4)"
     )
     drain.add_argument("--api-key", default=None, help="the API key (default: HUMANLOOP_API_KEY)")
+    drain.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="stop after SECONDS (and up to 3 s more for the request in flight), leave the rest "
+        "on disk and exit 124 (default: no limit)",
+    )
     drain.set_defaults(func=_drain)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text}")
+    return seconds
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -66,7 +94,7 @@ def _age(seconds: Optional[float]) -> str:
 
 def _print_status(status: SpoolStatus) -> None:
     print(f"spool:      {status.path}")
-    print(f"rows:       {status.rows} ({status.unowned} waiting for a process to take them)")
+    print(f"rows:       {status.rows} ({status.waiting} waiting for a process to take them)")
     print(f"bytes:      {status.bytes}")
     print(f"oldest:     {_age(status.oldest_age)}")
     print(f"owners:     {len(status.owners)}")
@@ -132,6 +160,8 @@ def _drain_until(args: argparse.Namespace, stop: threading.Event) -> int:
         return 2
     progress = _Progress(before.rows, sys.stderr.isatty())
     started = time.monotonic()
+    deadline = None if args.timeout is None else started + args.timeout
+    timed_out = False
     try:
         while not stop.is_set():
             stats = shipper.stats()
@@ -139,7 +169,11 @@ def _drain_until(args: argparse.Namespace, stop: threading.Event) -> int:
             left = read_status(path)
             if left.rows == 0 or not _takeable(left, stats.spooled):
                 break
-            stop.wait(0.2)
+            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                timed_out = True
+                break
+            stop.wait(wait)
     finally:
         interrupted = stop.is_set()
         shipper.close(_STOP_TIMEOUT)
@@ -161,6 +195,9 @@ def _drain_until(args: argparse.Namespace, stop: threading.Event) -> int:
             print(f"the rest belongs to running processes: {', '.join(busy)}")
     if interrupted:
         return 130
+    if timed_out and after.rows:
+        print(f"stopped: --timeout {args.timeout:g} s passed; the rest stays on disk")
+        return TIMED_OUT
     return 0 if after.rows == 0 else 1
 
 

@@ -34,6 +34,11 @@ __all__ = ["main"]
 
 _Command = Callable[[argparse.Namespace], int]
 
+#: ``serve``'s port: not 8000 (uvicorn, Django, gunicorn, MkDocs), 5000 (Flask), 3000, 5173 (Vite),
+#: 8080, 8888 (Jupyter), 8501 (Streamlit), 7860 (Gradio), 8765 (websockets' examples) or 8787
+#: (wrangler), so the stand-in runs beside the application it serves.
+DEFAULT_PORT = 8742
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line (``argv`` defaults to ``sys.argv[1:]``) and return the exit status."""
@@ -127,8 +132,9 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument(
         "--port",
         type=_port,
-        default=8000,
-        help="port to listen on; 0 picks a free one (default: %(default)s)",
+        default=DEFAULT_PORT,
+        help="port to listen on; 0 picks a free one (default: %(default)s, which no common "
+        "development server uses, so the stand-in and an app can run side by side)",
     )
     serve.add_argument(
         "--api-key",
@@ -146,7 +152,13 @@ def _add_serve(subparsers: Any) -> None:
         "--record",
         metavar="FILE",
         default=None,
-        help="write every accepted feedback item to FILE as a JSON line, as it was sent",
+        help="write every accepted feedback item to FILE as a JSON line, as it was sent; an "
+        "existing FILE is refused unless --append is given",
+    )
+    serve.add_argument(
+        "--append",
+        action="store_true",
+        help="add to an existing --record FILE instead of refusing it",
     )
     serve.add_argument(
         "--quiet", action="store_true", help="print no line per request, only the summary"
@@ -309,9 +321,21 @@ def _serve(args: argparse.Namespace) -> int:
     from .testing import FakeHumanloop  # noqa: PLC0415 (an HTTP server: only serve needs it)
 
     record: Optional[IO[str]] = None
+    if args.append and args.record is None:
+        print("humanloop-logging serve: --append needs --record FILE", file=sys.stderr)
+        return 2
     if args.record is not None:
+        # "x": a record of an earlier run is never lost to a restart; --append adds to it.
+        mode = "a" if args.append else "x"
         try:
-            record = open(args.record, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+            record = open(args.record, mode, encoding="utf-8")  # noqa: SIM115 (closed below)
+        except FileExistsError:
+            print(
+                f"humanloop-logging serve: {args.record} exists; give --append to add to it, or "
+                "remove it or choose another file",
+                file=sys.stderr,
+            )
+            return 2
         except OSError as exc:
             print(f"humanloop-logging serve: cannot write {args.record}: {exc}", file=sys.stderr)
             return 2
@@ -360,7 +384,8 @@ def _serve(args: argparse.Namespace) -> int:
                 f"with {_RETRY_AFTER_WORDS[args.retry_after]}"
             )
         if record is not None:
-            print(f"Recording accepted items to {args.record}")
+            how = "Appending accepted items to" if args.append else "Recording accepted items to"
+            print(f"{how} {args.record}")
         print("Press Ctrl-C to stop.", flush=True)
         while True:  # the server runs on its own threads; sleep is interruptible everywhere
             time.sleep(3600)

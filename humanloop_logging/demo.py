@@ -80,7 +80,7 @@ def _plan(events: int, seed: int) -> _Plan:
                 [
                     {"type": "rating", "value": {"stars": 5}},
                     {"type": "rating", "value": float("nan")},
-                    {"type": "rating"},
+                    {"type": "rating", "value": ["slow", 3]},
                     {"type": None, "value": "good"},
                 ]
             )

@@ -259,7 +259,22 @@ class APIError(DeliveryError):
 
 
 class AuthenticationError(APIError):
-    """The API key was refused; every request will fail until the key is fixed."""
+    """The API key was refused; every request will fail until the key is fixed.
+
+    A shipper reports it once, for the first request refused: ``count`` is that request's records.
+    They are dropped (a refused key is not retried, nor kept in a spool), and so is every record
+    sent after them until a request succeeds, each counted in ``stats().failed``: ``str()`` says so.
+    """
+
+    def __str__(self) -> str:
+        count = self.count
+        if not count:
+            return self.message
+        records = "1 record" if count == 1 else f"{count} records"
+        return (
+            f"{self.message}; {records} dropped, not retried, and so is every record sent with "
+            "this key until it is fixed (stats().failed counts each)"
+        )
 
 
 class UnprocessableEntityError(APIError):

@@ -55,6 +55,12 @@ class FeedbackHandler(logging.Handler):
         level: int = logging.NOTSET,
         **settings: Unpack[SettingsArgs],
     ) -> None:
+        """Every setting left as None is read from its ``HUMANLOOP_*`` variable, then from its
+        default (the README's settings table); ``shipper=`` shares one and excludes settings.
+
+        Raises ``ConfigurationError`` for a bad setting, naming it and never repeating the key.
+        ``level`` is logging's own handler level.
+        """
         # Settings first: a ConfigurationError must not leave a half-built handler registered
         # with logging (Handler.__init__ adds it to logging's list for shutdown()), nor a shipper.
         names = resolve_fields(fields, reserved=LOG_RECORD_ATTRIBUTES)
@@ -112,7 +118,7 @@ class FeedbackHandler(logging.Handler):
                 )
             )
         except Exception as exc:
-            self.shipper.report_internal(exc, record.created)
+            self.shipper._report_internal(exc, record.created)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -145,4 +151,6 @@ class FeedbackHandler(logging.Handler):
             super().close()
 
     def stats(self) -> FeedbackStats:
+        """The shipper's counters (``FeedbackStats``): what was sent, rejected, dropped, failed
+        and is pending, for every adapter that shares it."""
         return self.shipper.stats()

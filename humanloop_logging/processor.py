@@ -45,6 +45,11 @@ class FeedbackProcessor:
         drop: bool = False,
         **settings: Unpack[SettingsArgs],
     ) -> None:
+        """Every setting left as None is read from its ``HUMANLOOP_*`` variable, then from its
+        default (the README's settings table); ``shipper=`` shares one and excludes settings.
+
+        Raises ``ConfigurationError`` for a bad setting, naming it and never repeating the key.
+        """
         names = resolve_fields(fields)  # before the shipper: a bad mapping leaves nothing behind
         shipper, self._owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         self.shipper = shipper
@@ -79,7 +84,7 @@ class FeedbackProcessor:
                 # Maybe on its way to stdlib logging, where a FeedbackHandler may meet it again.
                 _bridge.mark(event_dict, (self._data_id, self._type), self._engine.token)
         except Exception as exc:
-            self.shipper.report_internal(exc, now)
+            self.shipper._report_internal(exc, now)
         if self._drop:
             raise DropEvent
         return event_dict
@@ -94,4 +99,6 @@ class FeedbackProcessor:
             self.shipper.close()
 
     def stats(self) -> FeedbackStats:
+        """The shipper's counters (``FeedbackStats``): what was sent, rejected, dropped, failed
+        and is pending, for every adapter that shares it."""
         return self.shipper.stats()

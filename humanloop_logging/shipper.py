@@ -28,16 +28,24 @@ __all__ = ["FeedbackShipper", "FeedbackStats", "Transport"]
 
 
 class Transport(Protocol):
-    """What the shipper needs from a transport; ``HTTPTransport`` is the one that ships."""
+    """What the shipper needs from a transport (``transport=``); ``HTTPTransport`` is the one that
+    ships.
 
-    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None: ...
+    ``send`` and ``close`` are required. Two hooks are optional, called only when the transport
+    has them; one that holds connections should have both:
 
-    def reset_after_fork(self) -> None: ...
+    - ``cut_off_at(deadline: float) -> None``: ``close()`` (or the exit hook) was called: end the
+      request in flight, if any, by ``deadline`` (on ``time.monotonic``).
+    - ``reset_after_fork() -> None``: in a forked child, before it sends: take new connections,
+      never the parent's.
+    """
 
-    def cut_off_at(self, deadline: float) -> None:
-        """End the request in flight, if any, by ``deadline`` (monotonic): close() was called."""
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        """POST ``body`` (the JSON array of ``records``) within ``control.deadline()``, retrying
+        as it sees fit; return when accepted, raise a ``DeliveryError`` when not."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections: the shipper stopped (it may start again and send more)."""
 
 
 class _Withheld:
@@ -45,12 +53,6 @@ class _Withheld:
 
     def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
         raise RuntimeError("a disabled feedback shipper sends nothing")
-
-    def reset_after_fork(self) -> None:
-        return None
-
-    def cut_off_at(self, deadline: float) -> None:
-        return None
 
     def close(self) -> None:
         return None
@@ -120,13 +122,6 @@ class FeedbackShipper:
         """The caller's path: a captured record in, nothing out, never raises or blocks."""
         return self._engine.submit
 
-    @property
-    def thread_id(self) -> Optional[int]:
-        """The ident of the flush thread, the running one or else the last; None before the first
-        record. (Only to find the thread: once it has ended, a new thread may have its ident.)"""
-        thread = self._engine.thread
-        return None if thread is None else thread.ident
-
     def flush(self, timeout: float = 5.0) -> bool:
         """True once everything queued before the call is sent or given up on."""
         return self._engine.flush(timeout)
@@ -144,10 +139,11 @@ class FeedbackShipper:
         return engine.wait_closed()
 
     def stats(self) -> FeedbackStats:
-        """A consistent snapshot of the counters."""
+        """A consistent snapshot of the counters (see ``FeedbackStats``): every record handed
+        over is in exactly one of sent, rejected, dropped, failed, filtered, withheld, pending."""
         return self._engine.stats()
 
-    def report_internal(self, error: BaseException, timestamp: float) -> None:
+    def _report_internal(self, error: BaseException, timestamp: float) -> None:
         """For adapters: capturing a record raised. It is still counted, refused and reported."""
         try:
             self._engine.submit(unreadable(error, timestamp))

@@ -54,6 +54,11 @@ class FeedbackSink:
         fields: Optional[Mapping[str, str]] = None,
         **settings: Unpack[SettingsArgs],
     ) -> None:
+        """Every setting left as None is read from its ``HUMANLOOP_*`` variable, then from its
+        default (the README's settings table); ``shipper=`` shares one and excludes settings.
+
+        Raises ``ConfigurationError`` for a bad setting, naming it and never repeating the key.
+        """
         names = resolve_fields(fields)  # before the shipper: a bad mapping leaves nothing behind
         shipper, self._owns_shipper = attach(type(self), shipper, api_key, base_url, settings)
         self.shipper = shipper
@@ -116,7 +121,7 @@ class FeedbackSink:
                 )
             )
         except Exception as exc:
-            self.shipper.report_internal(exc, time.time())
+            self.shipper._report_internal(exc, time.time())
 
     @overload
     def flush(self) -> None: ...
@@ -155,4 +160,6 @@ class FeedbackSink:
             self.shipper.close()
 
     def stats(self) -> FeedbackStats:
+        """The shipper's counters (``FeedbackStats``): what was sent, rejected, dropped, failed
+        and is pending, for every adapter that shares it."""
         return self.shipper.stats()

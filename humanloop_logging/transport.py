@@ -65,7 +65,11 @@ MAX_422_RESPONSE_BYTES = 8 << 20
 
 
 class SendControl(Protocol):
-    """What a sender is told by its owner: how long it may try, and how to wait."""
+    """What a transport's ``send`` is handed by the shipper: how long it may try, and how to wait.
+
+    Public because ``Transport.send`` takes one: a transport of the application's calls it, never
+    makes one.
+    """
 
     def deadline(self) -> float:
         """Monotonic time after which nothing more may be tried."""
@@ -240,7 +244,8 @@ class HTTPTransport:
         return requests.Request("POST", self.url, headers=headers).prepare()
 
     def reset_after_fork(self) -> None:
-        """Give a forked child its own connections and watchdog; the parent's are left alone.
+        """``Transport`` hook, called by the shipper in a forked child: its own connections and
+        watchdog; the parent's are left alone.
 
         Only a new pool: the prepared request and the environment stay as the parent read them,
         so the fork hook does no more than it must (it runs in every forked child).
@@ -251,13 +256,15 @@ class HTTPTransport:
         start_watchdog()
 
     def cut_off_at(self, deadline: float) -> None:
-        """Bring the end of the requests in flight forward to ``deadline`` (close, exit)."""
+        """``Transport`` hook, called by the shipper's ``close()`` and the exit hook: bring the end
+        of the requests in flight forward to ``deadline``."""
         with self._lock:
             guards = list(self._guards)
         for guard in guards:
             guard.fire_at(deadline)
 
     def close(self) -> None:
+        """Close the pooled connections (the shipper stopped; a later send opens new ones)."""
         self._adapter.close()
 
     # -- one request -------------------------------------------------------------------------

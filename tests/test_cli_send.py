@@ -146,7 +146,7 @@ def test_dry_run_lists_the_problems_and_with_verbose_every_line(
         [
             fb("ok-1", timestamp="2024-05-01T12:00:00Z"),
             {"event": "plain"},
-            {"data_id": "x", "type": "rating"},
+            {"data_id": "x", "type": "rating", "value": float("inf")},
             {"data_id": "y"},
             '{"data_id": ',
             *(fb(f"ok-{n}") for n in range(2, 1000)),
@@ -154,7 +154,7 @@ def test_dry_run_lists_the_problems_and_with_verbose_every_line(
     )
     args = ["send", "--dry-run", "--api-key", KEY, "--base-url", closed_port_base_url(), str(path)]
     problems = [
-        f"{path}:3: refuse: value is missing; it is required unless unset is True",
+        f"{path}:3: refuse: value must be a finite number, got inf",
         f"{path}:4: skip: no feedback type",
         f"{path}:5: skip: not JSON",
     ]
@@ -189,7 +189,7 @@ def test_report_names_the_lines_of_a_422_and_an_invalid_record(
     """--report lists each line not delivered with its reason and the 422's detail; exit 1."""
     fake.reject_data_ids("bad-1")
     path = tmp_path / "app.log"
-    write_lines(path, [fb("ok-1"), {"event": "x"}, fb("bad-1"), fb("ok-2", value=None)])
+    write_lines(path, [fb("ok-1"), {"event": "x"}, fb("bad-1"), fb("ok-2", value=float("nan"))])
     report = tmp_path / "report.jsonl"
     assert send(tmp_path, fake, str(path), "--report", str(report)) == 1
     assert data_ids(fake) == Counter({"ok-1": 1})
@@ -202,7 +202,7 @@ def test_report_names_the_lines_of_a_422_and_an_invalid_record(
     ]
     assert entries[0]["detail"]
     assert all(isinstance(d, str) for d in entries[0]["detail"])
-    assert entries[1]["reason"] == "value is missing; it is required unless unset is True"
+    assert entries[1]["reason"] == "value must be a finite number, got nan"
     out, err = capsys.readouterr()
     assert "rejected (422):  1" in out
     assert "invalid:         1" in out

@@ -138,7 +138,7 @@ def test_serve_prints_each_request_a_summary_and_records_what_it_accepted(tmp_pa
         assert sent(good) == "200, 2 items"
         bad = [good[0], {"type": "rating", "value": 1, "data_id": 5}, {"value": ["a", 1]}]
         assert sent(bad) == "422, 3 items: item 1: data_id; item 2: type, value, value[1]"
-        assert sent({"type": "rating"}) == "422, 1 item: item 0: value"
+        assert sent({"type": None, "value": 1}) == "422, 1 item: item 0: type"
         assert sent(good, key="wrong") == "401, 2 items: Invalid API key"
         assert sent(None, data=b'[{"type": ') == (
             "422, 0 items: body is not valid JSON: Expecting value (at character 10)"
@@ -155,6 +155,80 @@ def test_serve_prints_each_request_a_summary_and_records_what_it_accepted(tmp_pa
         child.kill()
     lines = record.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [*good, {"type": "issue", "value": ["slow"]}]
+
+
+@pytest.mark.slow
+def test_serve_refuses_an_existing_record_file(tmp_path: Path) -> None:
+    """--record on a file that exists is refused (exit 2, the file untouched): a restart of the
+    stand-in must not wipe what an earlier run recorded."""
+    record = tmp_path / "accepted.jsonl"
+    record.write_text('{"type": "rating", "value": 1}\n')
+    child = Serve("--port", "0", "--api-key", "k", "--record", str(record))
+    try:
+        returncode = child.process.wait(timeout=30)
+        assert child.process.stderr is not None
+        stderr = child.process.stderr.read()
+    finally:
+        child.kill()
+    assert returncode == 2
+    assert f"{record} exists; give --append" in stderr
+    assert record.read_text() == '{"type": "rating", "value": 1}\n'
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_record_append_adds_to_an_existing_file(tmp_path: Path) -> None:
+    """--append keeps the earlier lines and adds this run's accepted items after them."""
+    record = tmp_path / "accepted.jsonl"
+    record.write_text('{"type": "rating", "value": 1}\n')
+    child = Serve("--port", "0", "--api-key", "k", "--record", str(record), "--append")
+    try:
+        match = URL_LINE.match(child.line())
+        assert match
+        while (line := child.line()) != "Press Ctrl-C to stop.":
+            last = line
+        assert last == f"Appending accepted items to {record}"
+        response = requests.post(
+            match.group(1) + "/feedback",
+            json={"type": "action", "value": "copy"},
+            headers={"X-API-KEY": "k"},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        returncode, stderr = child.stop(signal.SIGTERM)
+        assert (returncode, stderr) == (0, "")
+    finally:
+        child.kill()
+    assert [json.loads(line) for line in record.read_text().splitlines()] == [
+        {"type": "rating", "value": 1},
+        {"type": "action", "value": "copy"},
+    ]
+
+
+def test_serve_append_without_record_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--append alone would silently do nothing: it is refused with exit status 2 instead."""
+    assert main(["serve", "--port", "0", "--append"]) == 2
+    assert "--append needs --record FILE" in capsys.readouterr().err
+
+
+#: Ports development servers take by default: uvicorn, Django, gunicorn and MkDocs (8000), Flask
+#: (5000), Rails and create-react-app (3000), Vite (5173), 8080, Jupyter (8888), Streamlit (8501),
+#: Gradio (7860), websockets' examples (8765), wrangler (8787).
+DEV_SERVER_PORTS = {8000, 5000, 3000, 5173, 8080, 8888, 8501, 7860, 8765, 8787}
+
+
+def test_serve_default_port_is_one_no_common_dev_server_uses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The stand-in runs beside the app it serves: its default port is not an app server's."""
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    found = re.search(
+        r"--port PORT\s+port to listen on; 0 picks a free one \(default: (\d+)",
+        (" ".join(capsys.readouterr().out.split())),
+    )
+    assert found, "serve --help names the default port"
+    assert int(found.group(1)) not in DEV_SERVER_PORTS
 
 
 @posix_only

@@ -70,12 +70,13 @@ def spool_path(tmp_path: Path) -> Path:
 
 
 def test_status_shows_rows_bytes_age_and_owners(spool_path: Path) -> None:
-    """status reads a spool without taking anything over: rows, bytes, oldest age, the owner."""
+    """status reads a spool without taking anything over: rows, bytes, oldest age, the owner. The
+    rows of an owner that is gone wait for a process to take them over, and are counted so."""
     leave_in_spool(spool_path, 40)
     result = command("status", str(spool_path))
     assert result.returncode == 0, result.stderr
     assert f"spool:      {spool_path}" in result.stdout
-    assert "rows:       40 (0 waiting" in result.stdout
+    assert "rows:       40 (40 waiting for a process to take them)" in result.stdout
     assert "bytes:" in result.stdout
     assert "oldest:" in result.stdout
     assert ": gone, 40 row(s)" in result.stdout  # the killed process
@@ -215,3 +216,28 @@ def test_drain_interrupted_leaves_the_rest_on_disk(
     status = read_status(str(spool_path))
     assert status.rows == 30
     assert "Traceback" not in err, err
+
+
+def test_drain_timeout_stops_leaves_the_rest_on_disk_and_exits_124(spool_path: Path) -> None:
+    """--timeout against a service that never answers: the drain stops on its own once the time
+    has passed, says so, exits 124 (not 1, not 130), and every row is still on disk."""
+    leave_in_spool(spool_path, 30)
+    with FakeHumanloop(api_key=KEY) as fake:
+        fake.hang_next(100)
+        env = {**os.environ, "HUMANLOOP_API_KEY": KEY, "HUMANLOOP_BASE_URL": fake.base_url}
+        result = command("drain", str(spool_path), "--timeout", "1", env=env)
+        assert fake.received == []  # whatever it sent got no answer
+        fake.clear()
+    assert result.returncode == 124, result.stdout + result.stderr
+    assert "30 left in" in result.stdout
+    assert "stopped: --timeout 1 s passed; the rest stays on disk" in result.stdout
+    assert read_status(str(spool_path)).rows == 30
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_drain_timeout_must_be_a_positive_number(value: str) -> None:
+    """A --timeout that could never let the drain run is a usage error (exit 2)."""
+    result = command("drain", "/nonexistent/spool.db", "--timeout", value)
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr

@@ -87,6 +87,48 @@ def test_public_classes_of_each_module_are_exported(module_name: str) -> None:
     assert not_exported == [], f"{module_name} declares public but the package hides them"
 
 
+#: The public surface of each front class, beyond what its base class offers (``help()`` of it):
+#: nothing that only the library's own modules call.
+SURFACES = {
+    "FeedbackShipper": {"close", "flush", "name", "stats", "submit"},
+    "FeedbackHandler": {"stats"},  # and the logging.Handler methods it overrides
+    "FeedbackProcessor": {"close", "flush", "stats"},
+    "FeedbackSink": {"close", "flush", "stats", "stop", "write"},
+    "HTTPTransport": {"close", "cut_off_at", "post", "reset_after_fork", "send"},
+    "Transport": {"close", "send"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURFACES))
+def test_front_classes_show_only_their_public_surface(name: str) -> None:
+    """``help()`` of a front class lists what users call and nothing the library calls on itself
+    (a flush thread's ident, the adapters' error path)."""
+    cls = getattr(humanloop_logging, name)
+    inherited = {attr for base in cls.__mro__[1:] for attr in vars(base)}
+    own = {attr for attr in vars(cls) if not attr.startswith("_") and attr not in inherited}
+    assert own == SURFACES[name]
+
+
+@pytest.mark.parametrize("name", ["FeedbackHandler", "FeedbackProcessor", "FeedbackSink"])
+def test_adapters_document_their_constructor_and_stats(name: str) -> None:
+    """``help(FeedbackHandler)`` shows its own words for ``__init__`` (not logging's "Initializes
+    the instance - basically setting the formatter to None") and for ``stats()``."""
+    cls = getattr(humanloop_logging, name)
+    inherited = {base.__init__.__doc__ for base in cls.__mro__[1:]}
+    assert cls.__init__.__doc__
+    assert cls.__init__.__doc__ not in inherited
+    assert "ConfigurationError" in cls.__init__.__doc__
+    assert cls.stats.__doc__
+
+
+def test_every_stats_method_has_a_docstring() -> None:
+    """Every exported class with a ``stats()`` says what it returns."""
+    for name in humanloop_logging.__all__:
+        stats = getattr(getattr(humanloop_logging, name), "stats", None)
+        if callable(stats) and inspect.isclass(getattr(humanloop_logging, name)):
+            assert inspect.getdoc(stats), name
+
+
 def test_exported_exceptions_share_one_base() -> None:
     """Every exported exception derives from HumanloopLoggingError."""
     for name in humanloop_logging.__all__:

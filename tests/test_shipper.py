@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gc
+import json
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from humanloop_logging import (
     APIError,
     AuthenticationError,
     DeliveryError,
+    FeedbackHandler,
     FeedbackProcessor,
     FeedbackShipper,
     FeedbackStats,
@@ -676,6 +678,32 @@ def test_401_is_reported_once_not_once_per_batch(
     assert dataclasses.astuple(rig.stats()) == (3, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0)
 
 
+def test_401_says_how_many_records_it_dropped_and_what_becomes_of_later_ones(
+    fake_humanloop: FakeHumanloop, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one report of a refused key counts the records of the refused request, says they are
+    dropped rather than kept, and that every later record goes the same way: three records in
+    one refused request are "3 records dropped", not "(1 record(s))"."""
+    caplog.set_level(logging.WARNING, logger="humanloop_logging")
+    rig = make(api_key="hl-wrong-key", batch_size=10, flush_interval=60.0)
+    for index in range(3):
+        rig.send(f"dp-{index}")
+    assert rig.shipper.flush(5.0)
+    rig.shipper.close(5.0)  # the flush thread has ended: its report is made, not on its way
+
+    assert [(r.status, r.item_count) for r in fake_humanloop.requests] == [(401, 3)]
+    [error] = rig.errors.of(AuthenticationError)
+    assert error.count == 3
+    assert str(error) == (
+        f"{error.message}; 3 records dropped, not retried, and so is every record sent with this "
+        "key until it is fixed (stats().failed counts each)"
+    )
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "humanloop_logging"]
+    assert logged == str(error)
+    assert "hl-wrong-key" not in logged
+    assert rig.stats().failed == 3
+
+
 @pytest.mark.parametrize("status", [400, 404, 409])
 def test_other_4xx_fail_at_once_with_the_servers_message(make: Make, status: int) -> None:
     """A 4xx other than 401/408/413/422/429 is not retried: failed, with the server's words."""
@@ -820,3 +848,37 @@ def test_timeout_is_retried(make: Make) -> None:
     assert [r.status for r in rig.fake.requests] == [0, 200]
     assert data_ids(rig.fake) == collections.Counter(["dp-1"])
     assert dataclasses.astuple(rig.stats()) == (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+class SendAndCloseOnly:
+    """A transport of the application's with only the two required methods of ``Transport``."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.closed = 0
+
+    def send(self, body: bytes, records: Sequence[Any], control: SendControl) -> None:
+        self.bodies.append(body)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_transport_needs_only_send_and_close() -> None:
+    """``cut_off_at`` and ``reset_after_fork`` are optional hooks of ``Transport``: a transport
+    without them sends, flushes and closes (close() used to fail on the missing hook)."""
+    transport = SendAndCloseOnly()
+    shipper = FeedbackShipper("hl-key", "http://127.0.0.1:9/v4", transport=transport)
+    handler = FeedbackHandler(shipper=shipper)
+    log = logging.getLogger("test_a_transport_needs_only_send_and_close")
+    log.addHandler(handler)
+    try:
+        log.warning("fb", extra={"data_id": "d-1", "type": "rating", "value": "good"})
+        assert shipper.flush(5.0)
+        assert shipper.close(5.0)
+    finally:
+        log.removeHandler(handler)
+    [[item]] = [json.loads(body) for body in transport.bodies]
+    assert (item["data_id"], item["type"], item["value"]) == ("d-1", "rating", "good")
+    assert transport.closed >= 1
+    assert shipper.stats().sent == 1

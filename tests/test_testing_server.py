@@ -17,7 +17,7 @@ import pytest
 import requests
 from support import Clock, child_env
 
-from humanloop_logging.testing import FakeHumanloop
+from humanloop_logging.testing import FLAVOURS, FakeHumanloop
 
 FIELDS = ("type", "value", "data_id", "user", "created_at", "unset")
 
@@ -325,13 +325,21 @@ def test_missing_or_wrong_api_key_is_401(
     assert [recorded.status for recorded in fake_humanloop.requests] == [401]
 
 
-def test_the_body_is_parsed_and_validated_before_the_key(fake_humanloop: FakeHumanloop) -> None:
-    """As in the FastAPI service: broken JSON or an invalid body with a wrong key is a 422."""
-    assert post_raw(fake_humanloop, b"[{", api_key="nope").status_code == 422
-    assert post(fake_humanloop, {"type": None, "value": 1}, api_key="nope").status_code == 422
-    assert post(fake_humanloop, {"type": "rating", "value": 1}, api_key="nope").status_code == 401
-    # The value-unless-unset rule is the endpoint's own, so it comes after the key.
-    assert post(fake_humanloop, {"type": "rating"}, api_key="nope").status_code == 401
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_key_is_checked_before_the_body_is_validated(flavour: str) -> None:
+    """As in the FastAPI service, whose key is a security dependency: FastAPI parses the JSON
+    first (broken JSON with a wrong key is a 422), then solves the dependency, then validates the
+    body, so an invalid body with a wrong key is a 401: a client with a bad key is told so, not
+    that its records are bad."""
+    with FakeHumanloop(api_key="k", flavour=flavour) as fake:
+        assert post_raw(fake, b"[{", api_key="nope").status_code == 422
+        invalid = post(fake, [{"type": None, "value": 1}], api_key="nope")
+        assert (invalid.status_code, invalid.json()) == (401, {"detail": "Invalid API key"})
+        no_key = requests.post(fake.url, json={"type": None}, timeout=10)
+        assert no_key.status_code == 401
+        assert post_raw(fake, b"", api_key="nope").status_code == 401
+        assert post(fake, {"type": None, "value": 1}, api_key="k").status_code == 422
+        assert fake.received == []
 
 
 def test_unknown_path_is_404(fake_humanloop: FakeHumanloop) -> None:
@@ -447,15 +455,17 @@ def test_422_for_an_array_in_the_v2_flavour_carries_union_tags() -> None:
     assert detail[-1]["input"] == ARRAY_WITH_BAD_ITEMS
 
 
-def test_value_is_required_unless_unset(fake_humanloop: FakeHumanloop) -> None:
-    """A missing value is "field required" unless the item says ``unset: true``."""
-    response = post(fake_humanloop, [{"type": "rating"}, {"type": "rating", "unset": False}])
-    assert response.status_code == 422
-    assert [entry["loc"] for entry in response.json()["detail"]] == [
-        ["body", 0, "value"],
-        ["body", 1, "value"],
-    ]
-    assert post(fake_humanloop, {"type": "rating", "unset": True}).status_code == 200
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_an_item_without_value_is_accepted(flavour: str) -> None:
+    """``value`` is optional in the schema, and the service accepts an item with neither
+    ``value`` nor ``unset`` (the API page's own example sends a type alone); it echoes it with
+    ``value: null``."""
+    items = [{"type": "rating"}, {"type": "rating", "unset": False}, {"type": "x", "unset": True}]
+    with FakeHumanloop(api_key="k", flavour=flavour) as fake:
+        response = post(fake, items, api_key="k")
+        assert response.status_code == 200
+        assert [answer["value"] for answer in response.json()] == [None, None, None]
+        assert fake.received == items
 
 
 DATETIMES = {
@@ -670,13 +680,13 @@ def test_each_recorded_request_keeps_its_answer_and_is_reported() -> None:
     with FakeHumanloop(
         on_request=lambda request: seen.append((request.status, request.item_count))
     ) as fake:
-        post(fake, [{"type": "rating", "value": 1}, {"type": 5}])
+        post(fake, [{"type": "rating", "value": 1}, {"type": None, "value": 1, "user": "u"}])
         post(fake, [{"type": "rating", "value": 1}])
         fake.fail_next(1, 503)
         post(fake, [])
         recorded = fake.requests
     assert seen == [(422, 2), (200, 1), (503, 0)]
-    assert json.loads(recorded[0].response)["detail"][0]["loc"] == ["body", 1, "value"]
+    assert json.loads(recorded[0].response)["detail"][0]["loc"] == ["body", 1, "type"]
     assert json.loads(recorded[1].response)[0]["id"].startswith("ann_")
     assert json.loads(recorded[2].response) == {"detail": "Service Unavailable"}
 

@@ -1,8 +1,10 @@
 """How the stand-in answers a request: the Humanloop FastAPI service's request handling, emulated.
 
 The real service is a FastAPI app whose ``POST /v4/feedback`` takes
-``Union[List[FeedbackRequest], FeedbackRequest]`` and checks the API key inside the endpoint. Its
-answers depend on the stack under it, so the stand-in has two *flavours*:
+``Union[List[FeedbackRequest], FeedbackRequest]`` and checks the API key in a security dependency
+(the document's ``APIKeyHeader``), which FastAPI resolves before it validates the body: a wrong key
+with a bad body is a 401, never a 422. Its answers depend on the stack under it, so the stand-in has
+two *flavours*:
 
 * ``"v1"``: FastAPI 0.99 on pydantic 1.10, what the v4 API ran on. Lenient: numbers and booleans
   are coerced into strings, ``null`` is accepted for optional fields, a value of ``1`` becomes
@@ -15,10 +17,11 @@ answers depend on the stack under it, so the stand-in has two *flavours*:
 
 This module is the framing, the same code path for both and standard library only: routing (404,
 405, a 307 to the path without its trailing slash), the Content-Type rule, JSON parsing (422 for a
-JSON syntax error, 400 for anything else ``json.loads`` raises), then body validation (a
-:data:`BodyValidator` from :mod:`._validators`), then the endpoint (401 for the key, the
-``value``-unless-``unset`` rule, unknown datapoints), then rendering the way Starlette's
-``JSONResponse`` does, where a lone surrogate or a NaN is a 500.
+JSON syntax error, 400 for anything else ``json.loads`` raises), both done before any dependency
+runs, then the key (401), then body validation (a :data:`BodyValidator` from :mod:`._validators`),
+then the endpoint (unknown datapoints), then rendering the way Starlette's ``JSONResponse`` does,
+where a lone surrogate or a NaN is a 500. ``value`` is optional, as the document's schema has it:
+an item with neither ``value`` nor ``unset`` is accepted.
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 Loc = list[Union[str, int]]
 ErrorDetail = dict[str, Any]
-#: An item as validated: its fields as the service would echo them, plus ``"__set__"``, the names
-#: the item gave (for the ``value`` rule).
+#: An item as validated: its fields as the service would echo them.
 Item = dict[str, Any]
 #: ``validate(body) -> (errors, validated)``: no errors and a list of items (the array branch) or
 #: one item (the object branch), or errors and None. Raises _ServerError where the service 500s.
@@ -142,6 +144,12 @@ def answer_request(
     parsed = _read_body(flavour, headers, body)
     if isinstance(parsed, ServiceAnswer):
         return parsed
+    # The security dependency: FastAPI solves dependencies before it validates the body.
+    given = headers.get("x-api-key")
+    if given is None or not secrets.compare_digest(
+        given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8")
+    ):
+        return _json_answer(401, {"detail": "Invalid API key"})
     try:
         if parsed is _MISSING_BODY or (flavour == "v1" and parsed is None):
             errors, validated = [_missing(flavour, ["body"])], None
@@ -152,26 +160,16 @@ def answer_request(
     if errors or validated is None:
         return _json_answer(422, {"detail": errors})
 
-    # The endpoint: the key, then the rules the models do not state.
-    given = headers.get("x-api-key")
-    if given is None or not secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8")
-    ):
-        return _json_answer(401, {"detail": "Invalid API key"})
-    # Which branch of the body's union validated: pydantic 1 may read an array as one object.
+    # The endpoint: which branch of the body's union validated (pydantic 1 may read an array as
+    # one object), then the datapoints it does not know.
     batch = isinstance(validated, list)
     items = validated if isinstance(validated, list) else [validated]
     errors = []
     for index, item in enumerate(items):
-        loc: Loc = ["body", index] if batch else ["body"]
-        if "value" not in item["__set__"] and item.get("unset") is not True:
-            errors.append(_missing(flavour, [*loc, "value"]))
-    if not errors:
-        for index, item in enumerate(items):
-            data_id = item.get("data_id")
-            if isinstance(data_id, str) and data_id in unknown_data_ids:
-                loc = ["body", index, "data_id"] if batch else ["body", "data_id"]
-                errors.append(_not_found(flavour, loc, data_id))
+        data_id = item.get("data_id")
+        if isinstance(data_id, str) and data_id in unknown_data_ids:
+            loc: Loc = ["body", index, "data_id"] if batch else ["body", "data_id"]
+            errors.append(_not_found(flavour, loc, data_id))
     if errors:
         return _json_answer(422, {"detail": errors})
     answers = [

@@ -10,7 +10,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Union
 
-from ._service import _FIELDS, FEEDBACK_TYPES, ErrorDetail, Item, Loc, _ServerError
+from ._service import FEEDBACK_TYPES, ErrorDetail, Item, Loc, _ServerError
 
 _BOOL_FALSE = {0, "0", "off", "f", "false", "n", "no"}
 _BOOL_TRUE = {1, "1", "on", "t", "true", "y", "yes"}
@@ -165,7 +165,7 @@ def _v1_item(item: Any, loc: Loc) -> tuple[Optional[Item], list[ErrorDetail]]:
         except (TypeError, ValueError):
             return None, [_v1_error(loc, _V1Error("value is not a valid dict", "type_error.dict"))]
     errors: list[ErrorDetail] = []
-    out: dict[str, Any] = {"__set__": {name for name in _FIELDS if name in item}}
+    out: dict[str, Any] = {}
     if "type" not in item:
         errors.append(_v1_error([*loc, "type"], _V1Error("field required", "value_error.missing")))
     elif item["type"] is None:

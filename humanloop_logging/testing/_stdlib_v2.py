@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Optional, Union
 
-from ._service import _FIELDS, FEEDBACK_TYPES, ErrorDetail, Item, Loc, _missing, _v2_finite
+from ._service import FEEDBACK_TYPES, ErrorDetail, Item, Loc, _missing, _v2_finite
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -162,7 +162,7 @@ def _v2_item(item: Any, loc: Loc) -> tuple[Optional[Item], list[ErrorDetail]]:
         )
         return None, [_v2_error(loc, error, item)]
     errors: list[ErrorDetail] = []
-    out: dict[str, Any] = {"__set__": {name for name in _FIELDS if name in item}}
+    out: dict[str, Any] = {}
     if "type" not in item:
         errors.append(_missing("v2", [*loc, "type"], item))
     elif isinstance(item["type"], str):

@@ -102,10 +102,7 @@ def _pydantic_v1() -> BodyValidator:
         except Exception as exc:  # OverflowError from float(2**1024): unhandled, a 500
             raise _ServerError from exc
         items = [
-            {
-                **{name: _v1_json(getattr(item, name)) for name in _FIELDS},
-                "__set__": set(item.__fields_set__),
-            }
+            {name: _v1_json(getattr(item, name)) for name in _FIELDS}
             for item in (validated if isinstance(validated, list) else [validated])
         ]
         return [], items if isinstance(validated, list) else items[0]
@@ -137,7 +134,7 @@ def _pydantic_v2() -> BodyValidator:
                 {**error, "loc": ["body", *error["loc"]]} for error in exc.errors(include_url=False)
             ], None
         items = [
-            _v2_finite({**item.model_dump(mode="json"), "__set__": set(item.model_fields_set)})
+            _v2_finite(item.model_dump(mode="json"))
             for item in (validated if isinstance(validated, list) else [validated])
         ]
         return [], items if isinstance(validated, list) else items[0]

@@ -49,7 +49,7 @@ def bodies() -> list[tuple[str, list[Any]]]:
     named += [
         ("data_id a number", [_item(0), {**_item(1), "data_id": 5.5}]),
         ("value a list with a number", [_item(0), {**_item(1), "value": ["a", 1, "b", 2]}]),
-        ("value missing", [_item(0), {"type": "rating", "data_id": "d"}]),
+        ("type missing", [_item(0), {"value": "good", "data_id": "d"}]),
         ("type missing and created_at bad", [{"value": 1, "created_at": "yesterday"}, _item(1)]),
         ("an item that is not an object", [_item(0), "rating", 5]),
         ("everything wrong in one item", [{"type": 3, "value": {}, "user": 1, "unset": "maybe"}]),

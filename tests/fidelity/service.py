@@ -5,9 +5,11 @@ a FastAPI app of the v4 era wrote them (``str = None`` for an optional field, wh
 renders as a plain ``{"type": "string"}``), and the endpoint takes the document's request body,
 ``Union[list[FeedbackRequest], FeedbackRequest]``. The same source runs on FastAPI 0.99 with
 pydantic 1.10 and on current FastAPI with pydantic 2: each answers as that stack does, which is
-what the stand-in is checked against. The API key is checked inside the endpoint, after FastAPI has
-parsed and validated the body; then ``value`` is required unless ``unset`` is true (the rule the
-document states in prose), answered with FastAPI's own "field required" entry for that field.
+what the stand-in is checked against. The API key is the document's security scheme,
+``APIKeyHeader`` on ``X-API-KEY``, checked in a dependency: FastAPI solves it after it has parsed
+the JSON but before it validates the body, so a wrong key with an invalid body is a 401. ``value``
+is optional, as the schema has it (its description's "required otherwise" is prose no model
+enforces): an item with neither ``value`` nor ``unset`` is accepted.
 
 Run as a program it binds 127.0.0.1 on a free port, serves with uvicorn, and prints
 ``ready <port> pydantic=<major>`` on stdout once it accepts requests. The product never imports it.
@@ -24,9 +26,9 @@ from typing import Any, Optional, Union
 
 import pydantic
 import uvicorn
-from fastapi import FastAPI, Header
+from fastapi import Depends, FastAPI, HTTPException, Security
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field
 
 API_KEY = "hl-test-key"
@@ -83,36 +85,22 @@ class FeedbackRequest(BaseModel):
 app = FastAPI(title="Humanloop API", version="4.0.1")
 
 
-def _fields_set(item: FeedbackRequest) -> set[str]:
-    if PYDANTIC_MAJOR >= 2:
-        return set(item.model_fields_set)
-    return set(item.__fields_set__)
+_api_key_header = APIKeyHeader(name="X-API-KEY", auto_error=False)
 
 
-def _missing_value(loc: list[Union[str, int]]) -> dict[str, Any]:
-    if PYDANTIC_MAJOR >= 2:
-        return {"type": "missing", "loc": loc, "msg": "Field required", "input": None}
-    return {"loc": loc, "msg": "field required", "type": "value_error.missing"}
-
-
-@app.post("/v4/feedback")
-def feedback(
-    body: Union[list[FeedbackRequest], FeedbackRequest],
-    x_api_key: Optional[str] = Header(None),
-) -> Any:
-    """Submit an array of feedback for existing ``data_ids``."""
+def api_key(x_api_key: Optional[str] = Security(_api_key_header)) -> str:
+    """The security dependency: a missing or wrong key is a 401, before the body is validated."""
     if x_api_key is None or not secrets.compare_digest(
         x_api_key.encode("utf-8", "surrogateescape"), API_KEY.encode("utf-8")
     ):
-        return JSONResponse({"detail": "Invalid API key"}, status_code=401)
+        raise HTTPException(status_code=401, detail="Invalid API key")
+    return x_api_key
+
+
+@app.post("/v4/feedback", dependencies=[Depends(api_key)])
+def feedback(body: Union[list[FeedbackRequest], FeedbackRequest]) -> Any:
+    """Submit an array of feedback for existing ``data_ids``."""
     items = body if isinstance(body, list) else [body]
-    errors = [
-        _missing_value(["body", index, "value"] if isinstance(body, list) else ["body", "value"])
-        for index, item in enumerate(items)
-        if "value" not in _fields_set(item) and item.unset is not True
-    ]
-    if errors:
-        return JSONResponse({"detail": errors}, status_code=422)
     answers = [{**jsonable_encoder(item), "id": f"ann_{secrets.token_hex(12)}"} for item in items]
     return answers if isinstance(body, list) else answers[0]
 

@@ -91,3 +91,19 @@ def test_the_service_is_built_from_the_vendored_models(real_services: list[RealS
             name: _schema_shape(field) for name, field in vendored["properties"].items()
         }
         assert served["FeedbackType"]["enum"] == SPEC_SCHEMAS["FeedbackType"]["enum"]
+
+
+def test_the_service_takes_the_key_as_the_documents_security_scheme(
+    real_services: list[RealService],
+) -> None:
+    """The key is the vendored document's ``APIKeyHeader`` on ``X-API-KEY``, declared on the
+    operation as a FastAPI security dependency (which FastAPI solves before it validates the
+    body), not a header read inside the endpoint."""
+    document = json.loads(SPEC.read_text())
+    for service in real_services:
+        root = service.base_url.removesuffix("/v4")
+        served = requests.get(f"{root}/openapi.json", timeout=10).json()
+        assert served["components"]["securitySchemes"] == document["components"]["securitySchemes"]
+        operation = served["paths"]["/v4/feedback"]["post"]
+        assert operation["security"] == document["paths"]["/feedback"]["post"]["security"]
+        assert "parameters" not in operation  # no X-API-KEY header parameter of its own

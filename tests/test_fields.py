@@ -143,16 +143,17 @@ def test_with_a_data_id_present_an_apps_own_type_is_taken_as_feedback(
     kind: str, adapters: Callable[..., Adapter], fake_humanloop: FakeHumanloop
 ) -> None:
     """With the default names, data_id and type together make a record feedback, whatever the app
-    meant by them: an "audit" with no value is taken, then refused for its missing value."""
+    meant by them: an "audit" with no value is taken and sent (the API's value is optional), so
+    it reaches Humanloop as feedback of type "audit"."""
     adapter = adapters(kind)
     adapter.log(data_id="dp-1", type="audit")
 
     assert adapter.shipper.flush(5.0)
     stats = adapter.shipper.stats()
-    assert (stats.enqueued, stats.rejected, stats.sent) == (1, 1, 0)
-    [refused] = adapter.errors.of(FeedbackValidationError)
-    assert refused.field == "value"
-    assert fake_humanloop.requests == []
+    assert (stats.enqueued, stats.rejected, stats.sent) == (1, 0, 1)
+    assert adapter.errors.of(FeedbackValidationError) == []
+    [item] = fake_humanloop.received
+    assert (item["data_id"], item["type"], "value" in item) == ("dp-1", "audit", False)
 
 
 def test_a_data_id_bound_for_the_request_makes_every_event_with_a_type_feedback(

@@ -868,7 +868,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     out.add_argument(
         "--page", type=Path, help="Markdown page to update (default docs/performance.md)"
     )
-    out.add_argument("--write", action="store_true", help="with --quick: write docs/ as a full run does")
+    out.add_argument(
+        "--write", action="store_true", help="with --quick: write docs/ as a full run does"
+    )
     out.add_argument("--no-write", action="store_true", help="print only; write nothing")
     out.add_argument(
         "--render", action="store_true", help="only regenerate the page and plots from --results"

@@ -16,28 +16,23 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.typing import ExtensionMetadata
 
+from humanloop_logging import _config
 from humanloop_logging._config import settings_table
 
 
 class SettingsTable(SphinxDirective):
-    """Every declared setting as one row of a table, parsed as the page's own Markup."""
+    """Every declared setting as one row of a table, parsed as the page's own Markdown."""
 
     has_content = False
 
     def run(self) -> list[nodes.Node]:
         container = nodes.container(classes=["settings-table"])
-        source, line = self.get_source_info()
+        source = self.get_source_info()[0]
         rows = StringList(settings_table().splitlines(), source=source)
         self.state.nested_parse(rows, self.content_offset, container)
         # The table changes whenever a setting does: rebuild the page then.
-        self.env.note_dependency(_config_path())
+        self.env.note_dependency(str(_config.__file__))
         return list(container.children)
-
-
-def _config_path() -> str:
-    from humanloop_logging import _config
-
-    return str(_config.__file__)
 
 
 def setup(app: Sphinx) -> ExtensionMetadata:

@@ -1,12 +1,12 @@
-"""Every file in examples/ run for real, the way its docstring and the README say, against the stand-in.
+"""Every file in examples/ run for real, the way its docstring and the docs say, against the stand-in.
 
 ``TABLE`` says how each example is run and driven: a server gets requests and then the signal a
 deploy or a Ctrl-C sends, a Celery worker gets tasks and then a warm shutdown, a script runs to its
 end. The children keep what they log queued until their shutdown (a flush interval longer than
 any run, a batch larger than any run's records), so what arrives was sent by the shutdown path;
 each run must deliver exactly the records it logged, with their values, and end with its stack's
-usual exit status. A file in examples/ without an entry in ``TABLE`` (or a row in the README's
-Examples table) fails here: an example nobody runs is an example that rots.
+usual exit status. A file in examples/ without an entry in ``TABLE`` (or a row in the table of
+docs/examples.md) fails here: an example nobody runs is an example that rots.
 """
 
 from __future__ import annotations
@@ -383,16 +383,16 @@ def example_files() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda path: path.name)
-def test_every_example_is_run_here_and_listed_in_the_readme(path: Path) -> None:
-    """Each file in examples/ has an entry in TABLE and a row in the README's Examples table."""
+def test_every_example_is_run_here_and_listed_in_the_docs(path: Path) -> None:
+    """Each file in examples/ has an entry in TABLE and a row in the table of docs/examples.md."""
     assert path.name in {example.file for example in TABLE}, (
         f"examples/{path.name} is run by no test: add an Example for it to TABLE in {__file__}"
     )
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("\n## Examples\n") + 1 :]
-    section = section[: section.index("\n## ")]
-    assert f"[`{path.name}`](examples/{path.name})" in section, (
-        f"examples/{path.name} has no row in the README's Examples table"
+    page = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    table = page[: page.index("\n## ")]  # the table, before each file's own section
+    anchor = path.name.replace(".", "")
+    assert f"\n| [`{path.name}`](#{anchor}) |" in table, (
+        f"examples/{path.name} has no row in the table of docs/examples.md"
     )
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from support import ROOT
 
+import humanloop_logging
+
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 
@@ -138,3 +140,11 @@ def test_the_readmes_links_lead_somewhere() -> None:
         assert (ROOT / path).exists(), target
         if anchor:
             assert anchor in anchors(ROOT / path), target
+
+
+def test_the_api_reference_documents_every_public_name() -> None:
+    """docs/api.md has an entry for each name of ``humanloop_logging.__all__``."""
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. [\w:]+:: (?:humanloop_logging\.)?(\w+)", page, re.M))
+    missing = sorted(set(humanloop_logging.__all__) - documented)
+    assert not missing, f"docs/api.md documents none of {missing}"

@@ -1,8 +1,9 @@
 """What the suite's results look like to a reader: Markdown tables (printed, and written into the
-README between its ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers) and PNG plots.
+documentation's performance page, docs/performance.md, between its ``<!-- bench:start -->`` and
+``<!-- bench:end -->`` markers) and PNG plots.
 
 Everything here works from the results JSON alone, so ``python -m benchmarks --render`` can
-regenerate the README block and the plots without measuring anything.
+regenerate the page's block and the plots without measuring anything.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["BEGIN", "END", "markdown", "text", "update_readme", "write"]
+__all__ = ["BEGIN", "END", "markdown", "text", "update_page", "write"]
 
 BEGIN = "<!-- bench:start -->"
 END = "<!-- bench:end -->"
@@ -495,7 +496,7 @@ def text(name: str, data: Mapping[str, Any]) -> str:
 
 
 def markdown(results: Mapping[str, Any], images: Mapping[str, str]) -> str:
-    """The README block: every section's table, its plot, and what run it came from."""
+    """The performance page's block: every section's table, its plot, and what run it came from."""
     meta = results.get("meta", {})
     sections = results.get("sections", {})
     git = meta.get("git", {})
@@ -529,20 +530,21 @@ def markdown(results: Mapping[str, Any], images: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, block: str) -> None:
-    """Replace the README's block between the markers (a file without them is left alone)."""
-    if not readme.exists():
-        readme.write_text(block + "\n")
+def update_page(page: Path, block: str) -> None:
+    """Replace the page's block between the markers (a file that does not exist yet is the block
+    alone; one without the markers is an error)."""
+    if not page.exists():
+        page.write_text(block + "\n")
         return
-    content = readme.read_text()
+    content = page.read_text()
     start, end = content.find(BEGIN), content.find(END)
     if start < 0 or end < start:
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} block to replace")
-    readme.write_text(content[:start] + block + content[end + len(END) :])
+        raise ValueError(f"{page} has no {BEGIN} ... {END} block to replace")
+    page.write_text(content[:start] + block + content[end + len(END) :])
 
 
-def write(results: Mapping[str, Any], docs: Path, readme: Path) -> list[Path]:
-    """Plots into ``docs`` and the block into ``readme``; returns what was written."""
+def write(results: Mapping[str, Any], docs: Path, page: Path) -> list[Path]:
+    """Plots into ``docs`` and the block into ``page``; returns what was written."""
     docs.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     images: dict[str, str] = {}
@@ -562,7 +564,7 @@ def write(results: Mapping[str, Any], docs: Path, readme: Path) -> list[Path]:
                 continue
             if drawn:
                 written.append(path)
-                images[name] = Path(os.path.relpath(path, readme.parent)).as_posix()
-    update_readme(readme, markdown(results, images))
-    written.append(readme)
+                images[name] = Path(os.path.relpath(path, page.parent)).as_posix()
+    update_page(page, markdown(results, images))
+    written.append(page)
     return written

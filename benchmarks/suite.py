@@ -4,7 +4,7 @@
     python -m benchmarks --quick                      # a smoke run: small, a minute or two
     python -m benchmarks --baseline 29fb9dc           # the full suite, before and after
     python -m benchmarks --only caller,e2e            # some sections (--skip works too)
-    python -m benchmarks --render                     # README table and plots from the results
+    python -m benchmarks --render                     # the tables and plots from the results
 
 Sections:
 
@@ -35,8 +35,9 @@ Every measurement of the library runs in a worker process (``benchmarks/worker.p
 process. Every delivery is checked against the sink's count: a run that did not deliver exactly
 what it logged is reported as failed, and left out of the ratios.
 
-Results go to ``docs/bench-results.json``; the README's Performance section (between its
-``bench:start`` and ``bench:end`` markers) and ``docs/bench-*.png`` are regenerated from them.
+Results go to ``docs/bench-results.json``; the documentation's performance page
+(``docs/performance.md``, between its ``bench:start`` and ``bench:end`` markers) and
+``docs/bench-*.png`` are regenerated from them.
 A run of some sections keeps the others' results. ``--quick`` writes to a temporary directory
 instead, unless ``--write`` is given.
 """
@@ -83,7 +84,7 @@ __all__ = ["SECTIONS", "main"]
 
 SECTIONS = ("caller", "validate", "e2e", "roundtrips", "fleet", "memory", "exit", "send")
 SDK_VERSION = "0.5.18"
-#: The library's defaults that some sections size themselves against (README, Settings).
+#: The library's defaults that some sections size themselves against (docs/settings.md).
 DEFAULT_MAX_QUEUE_SIZE = 10_000
 DEFAULT_EXIT_TIMEOUT = 5.0
 
@@ -864,11 +865,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     out = parser.add_argument_group("output")
     out.add_argument("--results", type=Path, help="results JSON (default docs/bench-results.json)")
     out.add_argument("--docs", type=Path, help="where the plots go (default docs/)")
-    out.add_argument("--readme", type=Path, help="README to update (default README.md)")
-    out.add_argument("--write", action="store_true", help="with --quick: write docs and README")
+    out.add_argument(
+        "--page", type=Path, help="Markdown page to update (default docs/performance.md)"
+    )
+    out.add_argument(
+        "--write", action="store_true", help="with --quick: write docs/ as a full run does"
+    )
     out.add_argument("--no-write", action="store_true", help="print only; write nothing")
     out.add_argument(
-        "--render", action="store_true", help="only regenerate README and plots from --results"
+        "--render", action="store_true", help="only regenerate the page and plots from --results"
     )
     sdk = parser.add_argument_group("the official SDK")
     sdk.add_argument("--no-sdk", action="store_true", help="leave the SDK out")
@@ -936,11 +941,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     results_path = args.results or (out_dir or REPO / "docs") / "bench-results.json"
     docs_dir = args.docs or out_dir or REPO / "docs"
-    readme = args.readme or (out_dir / "README-performance.md" if out_dir else REPO / "README.md")
+    page = args.page or (out_dir or REPO / "docs") / "performance.md"
     results: dict[str, Any]
     if args.render:
         results = json.loads(results_path.read_text())
-        written = report.write(results, docs_dir, readme)
+        written = report.write(results, docs_dir, page)
         say("\n".join(f"wrote {path}" for path in written))
         return 0
     sections = selected_sections(args)
@@ -991,7 +996,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.no_write:
             results_path.parent.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=1) + "\n")
-            written = [results_path, *report.write(results, docs_dir, readme)]
+            written = [results_path, *report.write(results, docs_dir, page)]
             say("\n" + "\n".join(f"wrote {path}" for path in written))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -416,8 +416,8 @@ def memory(args: Mapping[str, Any]) -> None:
 
 def reference(args: Mapping[str, Any]) -> None:
     """What holding ``n`` captured records costs in RSS: tuples of a log call's values, as the
-    README says the handler captures one. The bound a full queue implies, measured apart from
-    the processes whose RSS is watched (freed memory would stay in their allocator)."""
+    handler captures one (docs/performance.md). The bound a full queue implies, measured apart
+    from the processes whose RSS is watched (freed memory would stay in their allocator)."""
     n = int(args["n"])
     before = _rss_bytes()
     held = [

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from ._config import Settings
     from .exceptions import DeliveryError
 
-#: Exit statuses, one per kind of fix (README.md shows this table).
+#: Exit statuses, one per kind of fix (docs/delivery.md shows this table).
 EXIT_OK = 0
 EXIT_UNREACHABLE = 1  # DNS, connection refused, TLS, proxy, timed out, connection closed
 EXIT_SETTINGS = 2  # bad settings or usage, as argparse's own usage errors

@@ -3,10 +3,11 @@
 Each setting is one field of :class:`Settings`, made by :func:`setting`: its type is the field's
 annotation, and its default, environment variable, rule and one line of documentation ride along
 in the field. Everything else is read off those fields: :func:`resolve`, the constructors' run-time
-signatures (:func:`takes_settings`), ``shipper.SETTING_NAMES`` and README.md's settings table
-(:func:`settings_table`; ``python -m humanloop_logging._config`` prints it). Only
+signatures (:func:`takes_settings`), ``shipper.SETTING_NAMES`` and the settings table of
+docs/settings.md (:func:`settings_table`, which the documentation renders when it is built;
+``python -m humanloop_logging._config`` prints it). Only
 :class:`SettingsArgs`, which type checkers need spelled out, repeats names and types;
-tests/test_config.py holds it, the signatures and the README to these fields.
+tests/test_config.py holds it, the signatures and the settings page to these fields.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Rule(Generic[T]):
 
     check: Callable[[object], T]
     parse: Callable[[str], object] = str
-    #: The default as README.md shows it.
+    #: The default as the settings table shows it.
     show: Callable[[T], str] = _show
     #: Argument types accepted beyond the setting's own (converted by ``check``).
     accepts: tuple[object, ...] = ()
@@ -278,7 +279,7 @@ class Settings:
     """Resolved settings of one shipper, and the declaration of every setting, in order.
 
     A new setting is one more field here and its line in :class:`SettingsArgs`;
-    tests/test_config.py says what else must follow (the README's table). The key is kept out of
+    tests/test_config.py says what else must follow (the settings page). The key is kept out of
     ``repr``.
     """
 
@@ -444,7 +445,7 @@ def _declared(field: dataclasses.Field[Any]) -> Declared:
     return Declared(field.name, None if required else field.default, required, env, rule, doc)
 
 
-#: Every setting, in declaration order (the order of signatures and of the README's table).
+#: Every setting, in declaration order (the order of signatures and of the settings table).
 SETTINGS = tuple(_declared(field) for field in dataclasses.fields(Settings))
 NAMES = tuple(declared.name for declared in SETTINGS)
 _BY_NAME = {declared.name: declared for declared in SETTINGS}
@@ -570,7 +571,8 @@ def takes_settings(init: F) -> F:
 
 
 def settings_table() -> str:
-    """README.md's settings table, as the declaration says it (a test compares the two)."""
+    """The settings table of docs/settings.md, as the declaration says it (its ``settings-table``
+    directive renders this when the documentation is built)."""
     lines = [
         "| setting | default | environment variable | meaning |",
         "| --- | --- | --- | --- |",

@@ -61,7 +61,7 @@ class Engine:
         self.settings = settings
         self.transport = transport
         self._on_error = on_error
-        # While more than a batch waits, a request takes up to this many (README: Delivery).
+        # While more than a batch waits, a request takes up to this many (docs/delivery.md).
         self.max_batch = settings.batch_size * batching.BACKLOG_BATCHES
         self._max_queue_size = settings.max_queue_size  # read on the caller's path
         #: Stands for this engine where the engine itself must not be kept alive: on the events

@@ -186,7 +186,7 @@ def warn_if_sigterm_will_lose_feedback() -> None:
         "application's lifespan shutdown sends it. To send it there, add one line: "
         "app.add_middleware(humanloop_logging.FeedbackMiddleware) (FastAPI, Starlette), or "
         "app = FeedbackMiddleware(app) for any other ASGI app; see 'FastAPI and other ASGI apps' "
-        "in the README.",
+        "in docs/integrations/servers.md.",
     )
 
 

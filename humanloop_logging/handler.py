@@ -56,7 +56,7 @@ class FeedbackHandler(logging.Handler):
         **settings: Unpack[SettingsArgs],
     ) -> None:
         """Every setting left as None is read from its ``HUMANLOOP_*`` variable, then from its
-        default (the README's settings table); ``shipper=`` shares one and excludes settings.
+        default (the settings table of docs/settings.md); ``shipper=`` shares one and excludes settings.
 
         Raises ``ConfigurationError`` for a bad setting, naming it and never repeating the key.
         ``level`` is logging's own handler level.

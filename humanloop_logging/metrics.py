@@ -2,8 +2,9 @@
 
 Both read ``stats()`` when the metrics are collected (a scrape, an export), so nothing is added to
 the logging path, and both label each series with the shipper's ``name`` (``shipper``). Neither
-library is imported until it is used: ``FeedbackCollector`` and :func:`register_prometheus` need
-``prometheus_client`` (the ``prometheus`` extra), :func:`instrument_opentelemetry` needs
+library is imported until it is used: ``FeedbackCollector`` and
+:func:`~humanloop_logging.register_prometheus` need ``prometheus_client`` (the ``prometheus``
+extra), :func:`~humanloop_logging.instrument_opentelemetry` needs
 ``opentelemetry-api`` (the ``opentelemetry`` extra), and an application with only one of them
 uses that one.
 

@@ -62,7 +62,7 @@ class FeedbackShipper:
     """Queues feedback records and sends them to ``POST {base_url}/feedback`` in batches.
 
     Handler and processor given one shipper share its queue and its thread. Every argument left
-    as None is read from its environment variable, then from the default (see the README).
+    as None is read from its environment variable, then from the default (see docs/settings.md).
     """
 
     @takes_settings

@@ -55,7 +55,7 @@ class FeedbackSink:
         **settings: Unpack[SettingsArgs],
     ) -> None:
         """Every setting left as None is read from its ``HUMANLOOP_*`` variable, then from its
-        default (the README's settings table); ``shipper=`` shares one and excludes settings.
+        default (the settings table of docs/settings.md); ``shipper=`` shares one and excludes settings.
 
         Raises ``ConfigurationError`` for a bad setting, naming it and never repeating the key.
         """

@@ -162,7 +162,7 @@ class HTTPTransport:
     """Sends JSON arrays to ``{base_url}/feedback``, retrying transient failures within a deadline.
 
     ``wait`` is the backoff between attempts, a tenacity wait strategy (default
-    :data:`DEFAULT_WAIT`); a ``Retry-After`` answer waits at least that long on top. ``clock`` is
+    :data:`~humanloop_logging.transport.DEFAULT_WAIT`); a ``Retry-After`` answer waits at least that long on top. ``clock`` is
     the monotonic clock ``max_retry_time`` and ``SendControl.deadline()`` are measured on; tests
     inject one that their ``sleep`` advances, so retries are counted without real waits.
     """

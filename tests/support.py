@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 
-#: The name of the library's flush threads (README: Delivery).
+#: The name of the library's flush threads (docs/delivery.md).
 FLUSH_THREAD = "humanloop-feedback-flush"
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -176,11 +175,3 @@ def test_requests_pass_through_untouched() -> None:
 
     asyncio.run(serve())
     assert seen == [scope, receive, send]
-
-
-def test_the_readmes_fastapi_example_is_the_one_the_suite_runs() -> None:
-    """The README shows examples/fastapi_app.py as it is (tests/integration serves that file)."""
-    root = Path(__file__).resolve().parents[1]
-    example = (root / "examples" / "fastapi_app.py").read_text(encoding="utf-8")
-    body = example[example.index("import logging") : example.index("if __name__")].rstrip()
-    assert f"```python\n{body}\n```" in (root / "README.md").read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """``fields=``: which record attributes and event keys carry feedback, when an app's own records
-already use ``type`` or ``value`` for something else (README: "When your records already use
-`type` or `value`")."""
+already use ``type`` or ``value`` for something else (docs/settings.md: "When your records already
+use `type` or `value`")."""
 
 from __future__ import annotations
 

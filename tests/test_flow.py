@@ -160,7 +160,7 @@ def in_flight(
         rig.send(f"dp-{n}")
     assert fake.wait_for_arrivals(expected, timeout=10)
     # A flush thread has one request in flight at a time, and another starts only while the
-    # window has room (README: Delivery). As many threads as held requests: each is in one of
+    # window has room (docs/delivery.md). As many threads as held requests: each is in one of
     # them, and none is left to start another before one of them is answered.
     assert len(flush_threads(before)) == expected
     return len(fake.requests)
@@ -201,7 +201,7 @@ def test_a_second_request_starts_only_for_more_than_one_request_carries(
 
     for n in range(5, 29):  # 24 wait: more than four batches, less than one request
         rig.send(f"dp-{n}")
-    # No second flush thread (README: Delivery), so none to send a second request: the one
+    # No second flush thread (docs/delivery.md), so none to send a second request: the one
     # thread is in the held request.
     assert len(flush_threads(before)) == 1
     assert fake_humanloop.arrivals == 1

@@ -591,12 +591,3 @@ def test_the_example_app_delivers_its_feedback(fake_humanloop: FakeHumanloop) ->
         ("data_3", "action"),
         ("data_3", "rating"),
     ]
-
-
-def test_the_readmes_loguru_example_is_the_one_the_suite_runs() -> None:
-    """The README shows examples/loguru_app.py as it is."""
-    example = (ROOT / "examples" / "loguru_app.py").read_text(encoding="utf-8")
-    body = example[
-        example.index("from loguru import logger") : example.index("if __name__")
-    ].rstrip()
-    assert f"```python\n{body}\n```" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""The README's FastAPI example under the servers that end it by SIGTERM: a burst, then the signal.
+"""examples/fastapi_app.py under the servers that end it by SIGTERM: a burst, then the signal.
 
 uvicorn >= 0.29 (its CLI, ``uvicorn.run()``, and gunicorn's uvicorn workers) ends a graceful
 shutdown by raising SIGTERM again with Python's default action, so no exit hook runs. Each server

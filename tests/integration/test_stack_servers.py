@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120
 
 #: Killed by the SIGTERM uvicorn >= 0.29 raises again with Python's default action once it has shut
 #: down: no exit hook runs, so what is still queued is lost unless the application closes the
-#: handler in its lifespan, calls exit_on_sigterm() first, or has a spool (README, "uvicorn").
+#: handler in its lifespan, calls exit_on_sigterm() first, or has a spool (docs/lifecycle.md, "SIGTERM").
 LOST_AT_SIGTERM = ["uvicorn CLI, SIGTERM", "uvicorn.run(), SIGTERM"]
 UVICORN = [name for name in SCENARIOS if "uvicorn" in name and name not in LOST_AT_SIGTERM]
 GUNICORN = [name for name in SCENARIOS if name.startswith(("gunicorn", "Django"))]
@@ -57,7 +57,7 @@ def test_uvicorn_killed_by_its_sigterm_loses_only_what_is_queued(
     name: str, fake: FakeHumanloop
 ) -> None:
     """Without a lifespan close, exit_on_sigterm() or a spool, uvicorn's re-raised SIGTERM kills
-    the process: records queued then are lost (as the README says), nothing is sent twice."""
+    the process: records queued then are lost (as docs/lifecycle.md says), nothing is sent twice."""
     outcome = play(name, fake)
     assert outcome.run.exit_code == -signal.SIGTERM
     assert outcome.delivered == 0

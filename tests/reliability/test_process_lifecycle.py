@@ -681,7 +681,7 @@ SERVER_MODELS = [
     ServerModel("gunicorn sync worker, preloaded app", GUNICORN_SYNC_WORKER, {}, (0,), True),
     ServerModel("uvicorn < 0.29", UVICORN_SERVER, {"RESTORES_AND_RERAISES": False}, (0,), True),
     # Since 0.29 uvicorn restores the previous (default) handler after its shutdown and raises
-    # the signal again: the process dies without exit hooks. The README says so, and gives the
+    # the signal again: the process dies without exit hooks. docs/lifecycle.md says so, and gives the
     # two remedies pinned below: close the handler in the lifespan shutdown, or exit_on_sigterm().
     ServerModel(
         "uvicorn >= 0.29, as it comes",

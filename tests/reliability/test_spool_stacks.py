@@ -383,7 +383,7 @@ def test_a_burst_five_times_the_queue_goes_to_disk_and_drops_nothing(tmp_path: P
     """50,000 records, five times the default queue, in tight runs of 5,000, each on disk before
     the next, against 50 ms round trips: the spool holds what the service has not taken yet, none
     is dropped, and all arrive once. (A single tight loop of 50,000 can outrun the writer on two
-    busy cores: see the README.)"""
+    busy cores: see docs/spool.md.)"""
     n, run = 50_000, 5_000
     path = spool_at(tmp_path)
     with FakeHumanloop(api_key=SECRET_KEY) as fake:

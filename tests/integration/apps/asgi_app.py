@@ -1,8 +1,8 @@
 """A FastAPI app that logs one feedback record per request, as a user would wire it up.
 
 The handler is created when the module is imported (uvicorn imports it after configuring its own
-logging). With ``HL_LIFESPAN_CLOSE=1`` the lifespan shutdown closes the handler, the README's
-advice for uvicorn >= 0.29.
+logging). With ``HL_LIFESPAN_CLOSE=1`` the lifespan shutdown closes the handler, the advice
+of docs/lifecycle.md for uvicorn >= 0.29.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The README's FastAPI example without its ``FeedbackMiddleware`` line: the quickstart as users
+"""examples/fastapi_app.py without its ``FeedbackMiddleware`` line: the quickstart as users
 had it before, with the same handler and route (imported from examples/fastapi_app.py)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A service that starts uvicorn from its own script: handler first, then ``uvicorn.run()``.
 
 ``uvicorn.run()`` configures logging with ``logging.config.dictConfig`` (uvicorn's
-``LOGGING_CONFIG``) after the handler already exists. ``--exit-on-sigterm`` follows the README's
-advice and calls ``exit_on_sigterm()`` before ``uvicorn.run()``.
+``LOGGING_CONFIG``) after the handler already exists. ``--exit-on-sigterm`` follows the advice
+of docs/lifecycle.md and calls ``exit_on_sigterm()`` before ``uvicorn.run()``.
 """
 
 from __future__ import annotations

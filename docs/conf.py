@@ -52,3 +52,7 @@ nitpick_ignore = [
     ("py:class", "CollectorRegistry"),
     ("py:class", "MeterProvider"),
 ]
+
+# Wide tables wrap their code cells (docs/_static/tables.css).
+html_static_path = ["_static"]
+html_css_files = ["tables.css"]

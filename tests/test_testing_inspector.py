@@ -95,7 +95,11 @@ def test_the_page_and_its_files_are_served(fake: FakeHumanloop) -> None:
     assert page.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert "<title>Humanloop stand-in: live inspector</title>" in page.text
-    for name, kind in (("inspector.css", "text/css"), ("inspector.js", "text/javascript")):
+    for name, kind in (
+        ("inspector.css", "text/css"),
+        ("inspector.js", "text/javascript"),
+        ("favicon.svg", "image/svg+xml"),
+    ):
         asset = requests.get(api(fake, f"static/{name}"), timeout=10)
         assert asset.status_code == 200
         assert asset.headers["Content-Type"].startswith(kind)

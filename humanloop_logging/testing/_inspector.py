@@ -34,6 +34,8 @@ _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     PREFIX + "static/inspector.css": ("inspector.css", "text/css; charset=utf-8"),
     PREFIX + "static/inspector.js": ("inspector.js", "text/javascript; charset=utf-8"),
+    # Named by the page, so that the browser does not ask the service for /favicon.ico.
+    PREFIX + "static/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
 _COMMON = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
 _PAGE = (

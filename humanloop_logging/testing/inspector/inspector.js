@@ -31,12 +31,12 @@ function recordRow(record) {
   tr.dataset.dataId = shown(record.data_id);
   tr.dataset.type = shown(record.type);
   tr.append(
-    cell(clock(record.time), "mono"),
+    cell(clock(record.time), "mono nowrap"),
     cell(shown(record.data_id), "mono"),
     cell(shown(record.type)),
     cell(shown(record.value), "value"),
     cell(shown(record.user)),
-    cell(shown(record.created_at), "mono"),
+    cell(shown(record.created_at), "mono small"),
   );
   tr.hidden = !matches(tr);
   return tr;
@@ -84,7 +84,7 @@ function rejection(request) {
       .map((error) => `${error.field || "(the item itself)"}: ${error.message}`).join("; ");
     const item = document.createElement("pre");
     item.className = "item";
-    item.textContent = JSON.stringify(entry.item, null, 1);
+    item.textContent = JSON.stringify(entry.item);
     li.append(head, item);
     list.append(li);
   }
@@ -93,9 +93,14 @@ function rejection(request) {
     li.textContent = message;
     list.append(li);
   }
-  const raw = document.createElement("pre");
-  raw.className = "detail";
-  raw.textContent = "detail: " + JSON.stringify(refused.detail, null, 1);
+  const raw = document.createElement("details");
+  const rawSummary = document.createElement("summary");
+  rawSummary.textContent = "The 422's detail, as sent";
+  const rawText = document.createElement("pre");
+  rawText.className = "detail";
+  const entries = Array.isArray(refused.detail) ? refused.detail : [refused.detail];
+  rawText.textContent = entries.map((entry) => JSON.stringify(entry)).join("\n");
+  raw.append(rawSummary, rawText);
   details.append(list, raw);
   return details;
 }
@@ -108,10 +113,10 @@ function requestRow(request) {
   if (request.rejection) detail.append(rejection(request));
   else if (request.reason) detail.textContent = request.reason;
   tr.append(
-    cell(clock(request.time), "mono"),
+    cell(clock(request.time), "mono nowrap"),
     status,
     cell(String(request.items)),
-    cell(`${Math.round(request.latency * 1000)} ms`, "mono"),
+    cell(`${Math.round(request.latency * 1000)} ms`, "mono nowrap"),
     detail,
   );
   return tr;

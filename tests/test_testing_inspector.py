@@ -336,3 +336,23 @@ def test_address_allowed(netloc: str, bound: str, allowed: bool) -> None:
     """Only the bound address and port, localhost for a loopback or wildcard bind, and any IP
     address for a wildcard bind (a rebinding attack needs a name) are the stand-in's own."""
     assert address_allowed(netloc, bound, 8742) is allowed
+
+
+def test_the_page_keeps_only_the_latest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its caps the inspector forgets the oldest records and requests, and says how many it
+    keeps and how many there were; the download still has every accepted item."""
+    from humanloop_logging.testing import _inspector_feed
+
+    monkeypatch.setattr(_inspector_feed, "RECORDS_KEPT", 3)
+    monkeypatch.setattr(_inspector_feed, "REQUESTS_KEPT", 2)
+    with FakeHumanloop(inspector=True) as server:
+        for n in range(3):
+            batch = [{**GOOD, "data_id": f"dp_{n}_{i}"} for i in range(2)]
+            assert feedback(server, batch).status_code == 200
+        state = requests.get(api(server, "api/state"), timeout=10).json()
+        download = requests.get(api(server, "recorded.jsonl"), timeout=10).text
+    assert [record["data_id"] for record in state["records"]] == ["dp_1_1", "dp_2_0", "dp_2_1"]
+    assert [request["id"] for request in state["requests"]] == [2, 3]
+    assert state["totals"] == {"requests": 3, "records": 6}
+    assert state["kept"] == {"requests": 2, "records": 3}
+    assert len(download.splitlines()) == 6

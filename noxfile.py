@@ -37,8 +37,8 @@ LIFECYCLE_TESTS = [
 
 @nox.session(python=MAIN_PYTHON)
 def tests(session: nox.Session) -> None:
-    """The full suite, the integration tests included."""
-    session.install(".[test,integration]")
+    """The full suite, the integration and browser tests included."""
+    session.install(".[test,integration,browser]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 

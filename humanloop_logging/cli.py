@@ -185,6 +185,13 @@ def _add_serve(subparsers: Any) -> None:
         help="the Retry-After of a rate-limited request: whole seconds rounded up, the exact wait "
         "to the millisecond, or no header (default: %(default)s)",
     )
+    serve.add_argument(
+        "--no-inspector",
+        dest="inspector",
+        action="store_false",
+        help="do not serve the live inspector page at / (it shows what applications sent, and "
+        "switches faults on and off)",
+    )
     serve.set_defaults(func=_serve)
 
 
@@ -319,6 +326,7 @@ def _describe_request(request: RecordedRequest) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from .testing import FakeHumanloop  # noqa: PLC0415 (an HTTP server: only serve needs it)
+    from .testing._inspector import is_loopback  # noqa: PLC0415
 
     record: Optional[IO[str]] = None
     if args.append and args.record is None:
@@ -347,6 +355,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             flavour=args.flavour,
             on_request=log,
+            inspector=args.inspector,
         )
         if args.rate_limit or args.burst is not None:
             fake.set_rate_limit(
@@ -386,6 +395,14 @@ def _serve(args: argparse.Namespace) -> int:
         if record is not None:
             how = "Appending accepted items to" if args.append else "Recording accepted items to"
             print(f"{how} {args.record}")
+        if fake.inspector_url is not None:
+            print(f"Inspector: {fake.inspector_url}")
+            if not is_loopback(args.host):
+                print(
+                    f"humanloop-logging serve: warning: the inspector shows the feedback it "
+                    f"receives to anyone who can reach {args.host}:{fake.port}",
+                    file=sys.stderr,
+                )
         print("Press Ctrl-C to stop.", flush=True)
         while True:  # the server runs on its own threads; sleep is interruptible everywhere
             time.sleep(3600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import re
@@ -22,6 +23,7 @@ from support import child_env, sigint_as_a_terminal_gives_it
 from humanloop_logging.cli import main
 
 URL_LINE = re.compile(r"^Humanloop stand-in listening on (http://127\.0\.0\.1:(\d+)/v4)$")
+INSPECTOR_LINE = re.compile(r"^Inspector: (http://127\.0\.0\.1:(\d+)/)$")
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -124,6 +126,7 @@ def test_serve_prints_each_request_a_summary_and_records_what_it_accepted(tmp_pa
             "Answering like current FastAPI on pydantic 2 (--flavour v2)"
         )
         assert child.line() == f"Recording accepted items to {record}"
+        assert child.line() == f"Inspector: {url[: -len('v4/feedback')]}"
         assert child.line() == "Press Ctrl-C to stop."
 
         def sent(body: Any, key: str = "k", data: Optional[bytes] = None) -> str:
@@ -185,9 +188,7 @@ def test_serve_record_append_adds_to_an_existing_file(tmp_path: Path) -> None:
     try:
         match = URL_LINE.match(child.line())
         assert match
-        while (line := child.line()) != "Press Ctrl-C to stop.":
-            last = line
-        assert last == f"Appending accepted items to {record}"
+        assert banner(child)["Appending"] == f"Appending accepted items to {record}"
         response = requests.post(
             match.group(1) + "/feedback",
             json={"type": "action", "value": "copy"},
@@ -265,6 +266,7 @@ def test_serve_rate_limit_answers_429_beyond_the_burst() -> None:
             "Rate limit: 0.01 requests/s, burst 2; over it, a 429 with a Retry-After in whole "
             "seconds"
         )
+        assert INSPECTOR_LINE.match(child.line())
         assert child.line() == "Press Ctrl-C to stop."
         with requests.Session() as session:
             answers = [
@@ -386,3 +388,96 @@ def test_console_script_entry_point_is_main() -> None:
     scripts = [ep for ep in _console_scripts() if ep.name == "humanloop-logging"]
     assert {ep.value for ep in scripts} == {"humanloop_logging.cli:main"}
     assert scripts[0].load() is main
+
+
+def banner(child: Serve) -> dict[str, str]:
+    """The lines serve prints before "Press Ctrl-C to stop.", by what they start with."""
+    lines: dict[str, str] = {}
+    while (line := child.line()) != "Press Ctrl-C to stop.":
+        lines[line.split(" ", 1)[0]] = line
+    return lines
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_prints_the_inspector_url_and_serves_the_page(serve: Serve) -> None:
+    """The banner names the inspector's page, which is served; the page's own requests are not
+    request lines, the feedback requests are."""
+    lines = banner(serve)
+    match = INSPECTOR_LINE.match(lines["Inspector:"])
+    assert match, lines
+    page = requests.get(match.group(1), timeout=10)
+    assert page.status_code == 200
+    assert "live inspector" in page.text
+    state = requests.get(match.group(1) + "_inspector/api/state", timeout=10)
+    assert state.json()["requests"] == []
+    requests.post(
+        match.group(1) + "v4/feedback",
+        json={"type": "rating", "value": 1},
+        headers={"X-API-KEY": "k"},
+        timeout=10,
+    )
+    line = REQUEST_LINE.match(serve.line())
+    assert line, "the first line is the feedback POST"
+    assert line.group("rest") == "200, 1 item"
+    returncode, stderr = serve.stop(signal.SIGINT)
+    assert (returncode, stderr) == (0, "")
+    assert serve.line() == "Received 1 request: 1 answered 200 (1 item accepted)."
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_no_inspector_leaves_every_path_to_the_service() -> None:
+    """--no-inspector: no Inspector line, and / is the service's 404, printed as a request."""
+    child = Serve("--port", "0", "--api-key", "k", "--no-inspector")
+    try:
+        lines = banner(child)
+        assert "Inspector:" not in lines
+        match = URL_LINE.match(lines["Humanloop"])
+        assert match
+        root = match.group(1)[: -len("v4")]
+        answer = requests.get(root, timeout=10)
+        assert (answer.status_code, answer.json()) == (404, {"detail": "Not Found"})
+        line = re.match(r"^\d\d:\d\d:\d\d GET / 404", child.line())
+        assert line, "the GET is a request of the service's"
+        returncode, stderr = child.stop(signal.SIGTERM)
+        assert (returncode, stderr) == (0, "")
+    finally:
+        child.kill()
+
+
+@posix_only
+@pytest.mark.slow
+def test_serve_warns_that_the_inspector_is_exposed_off_loopback() -> None:
+    """Bound to every address, serve says on stderr, in one line, that the page shows the
+    feedback it receives to whoever can reach it."""
+    child = Serve("--host", "0.0.0.0", "--port", "0", "--api-key", "k")
+    try:
+        lines = banner(child)
+        assert lines["Inspector:"].startswith("Inspector: http://0.0.0.0:")
+        returncode, stderr = child.stop(signal.SIGTERM)
+    finally:
+        child.kill()
+    assert returncode == 0
+    (warning,) = stderr.splitlines()
+    assert warning.startswith("humanloop-logging serve: warning: the inspector shows the feedback")
+    assert "0.0.0.0:" in warning
+
+
+@posix_only
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_promptly_with_an_inspector_page_connected(serve: Serve, signum: int) -> None:
+    """An open event stream (a page left open) does not hold up Ctrl-C or SIGTERM."""
+    match = INSPECTOR_LINE.match(banner(serve)["Inspector:"])
+    assert match
+    page = http.client.HTTPConnection("127.0.0.1", int(match.group(2)), timeout=10)
+    try:
+        page.request("GET", "/_inspector/api/events")
+        stream = page.getresponse()
+        assert stream.readline() == b"retry: 2000\n"
+        returncode, stderr = serve.stop(signum, timeout=10)
+        assert (returncode, stderr) == (0, "")
+        assert b"event: snapshot\n" in stream.read(), "the stream ends, the snapshot read"
+    finally:
+        page.close()

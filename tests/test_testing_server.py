@@ -342,6 +342,39 @@ def test_the_key_is_checked_before_the_body_is_validated(flavour: str) -> None:
         assert fake.received == []
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_refuse_key_answers_401_to_the_right_key_until_switched_off(flavour: str) -> None:
+    """refuse_key() answers the right key as a wrong one (401, nothing accepted), after body
+    parsing as with a wrong key; refuse_key(False) and clear() accept it again."""
+    with FakeHumanloop(api_key="k", flavour=flavour) as fake:
+        before = fake.refusing_key
+        fake.refuse_key()
+        assert (before, fake.refusing_key) == (False, True)
+        refused = post(fake, {"type": "rating", "value": 1})
+        assert (refused.status_code, refused.json()) == (401, {"detail": "Invalid API key"})
+        assert post_raw(fake, b"[{").status_code == 422
+        fake.refuse_key(False)
+        assert post(fake, {"type": "rating", "value": 2}).status_code == 200
+        fake.refuse_key(True)
+        fake.clear()
+        assert not fake.refusing_key
+        assert post(fake, {"type": "rating", "value": 3}).status_code == 200
+        assert [item["value"] for item in fake.received] == [3]
+        with pytest.raises(ValueError, match="True or False"):
+            fake.refuse_key(1)  # type: ignore[arg-type]
+
+
+def test_each_request_records_how_long_its_answer_took(fake_humanloop: FakeHumanloop) -> None:
+    """RecordedRequest.latency is the time from reading a request to its answer: a set_latency()
+    delay is in it, and an answer without one takes far less."""
+    assert post(fake_humanloop, {"type": "rating", "value": 1}).status_code == 200
+    fake_humanloop.set_latency(0.2)
+    assert post(fake_humanloop, {"type": "rating", "value": 2}).status_code == 200
+    quick, delayed = fake_humanloop.requests
+    assert 0 <= quick.latency < 0.2
+    assert delayed.latency >= 0.2
+
+
 def test_unknown_path_is_404(fake_humanloop: FakeHumanloop) -> None:
     """Only /v4/feedback exists; anything else is FastAPI's 404 JSON."""
     headers = {"X-API-KEY": fake_humanloop.api_key}

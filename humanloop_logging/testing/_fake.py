@@ -24,6 +24,7 @@ from ._faults import (
     _make_failure,
     _TokenBucket,
 )
+from ._inspector import Inspector
 from ._recorded import RecordedRequest, _insort_by_sequence, _lenient_json
 from ._server import _Answer, _Server
 from ._service import answer_request
@@ -41,6 +42,10 @@ class FakeHumanloop:
 
     ``clock`` is the monotonic clock the rate limit's bucket refills on; a test can pass one that
     it advances itself, to see a token come back without waiting for it.
+
+    ``inspector=True`` also serves the live inspector page at ``/`` and its API under
+    ``/_inspector/`` (what ``humanloop-logging serve`` does); off by default, so a test's stand-in
+    answers every other path exactly as the service does.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class FakeHumanloop:
         validator: str = "auto",
         on_request: Optional[Callable[[RecordedRequest], None]] = None,
         clock: Callable[[], float] = time.monotonic,
+        inspector: bool = False,
     ) -> None:
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
@@ -83,6 +89,8 @@ class FakeHumanloop:
         self._bucket: Optional[_TokenBucket] = None
         self._rate_limited = 0
         self._clear_generation = 0
+        self._refusing_key = False
+        self._inspector: Optional[Inspector] = Inspector(self) if inspector else None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -113,6 +121,8 @@ class FakeHumanloop:
             stop_event.set()
             with self._changed:
                 self._changed.notify_all()  # wake answers held by hang_next
+            if self._inspector is not None:
+                self._inspector.wake()  # end the inspector's event streams
             server.wake()
             thread.join()
             server.server_close()
@@ -171,6 +181,13 @@ class FakeHumanloop:
     def url(self) -> str:
         """The feedback endpoint itself."""
         return self.base_url + "/feedback"
+
+    @property
+    def inspector_url(self) -> Optional[str]:
+        """The live inspector's page, e.g. ``http://127.0.0.1:54321/``; None when it is off."""
+        if self._inspector is None:
+            return None
+        return self.base_url[: -len("v4")]
 
     # -- what was received ---------------------------------------------------------------------
 
@@ -243,8 +260,11 @@ class FakeHumanloop:
             self._bucket = None
             self._rate_limited = 0
             self._rejected_data_ids = frozenset()
+            self._refusing_key = False
             self._clear_generation += 1
             self._changed.notify_all()
+        if self._inspector is not None:
+            self._inspector.cleared()
 
     # -- fault injection -----------------------------------------------------------------------
 
@@ -265,18 +285,21 @@ class FakeHumanloop:
         failure = _make_failure(status, retry_after, body)
         with self._changed:
             self._failures.extend([failure] * n)
+        self._faults_changed()
 
     def reset_next(self, n: int) -> None:
         """Read the next ``n`` requests, then reset their connections without answering."""
         _check_count(n)
         with self._changed:
             self._resets += n
+        self._faults_changed()
 
     def hang_next(self, n: int) -> None:
         """Read the next ``n`` requests and hold them unanswered until stop() or clear()."""
         _check_count(n)
         with self._changed:
             self._hangs += n
+        self._faults_changed()
 
     def set_latency(self, seconds: float) -> None:
         """Delay every answer by ``seconds`` (0 turns it off); stop() cuts a delay short."""
@@ -284,6 +307,7 @@ class FakeHumanloop:
             raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
         with self._changed:
             self._latency = float(seconds)
+        self._faults_changed()
 
     def set_rate_limit(
         self,
@@ -307,11 +331,58 @@ class FakeHumanloop:
         bucket = _make_bucket(requests_per_second, burst, retry_after, self._clock)
         with self._changed:
             self._bucket = bucket
+        self._faults_changed()
 
     def reject_data_ids(self, *data_ids: str) -> None:
         """Answer 422 "Datapoint ... not found" to any request with feedback for these data ids."""
         with self._changed:
             self._rejected_data_ids = self._rejected_data_ids.union(data_ids)
+        self._faults_changed()
+
+    def refuse_key(self, refuse: bool = True) -> None:
+        """Answer every request 401 "Invalid API key", as if the key had been revoked, until
+        ``refuse_key(False)`` or clear(); what is checked before the key (route, body parsing)
+        answers as before."""
+        if not isinstance(refuse, bool):
+            raise ValueError(f"refuse must be True or False, not {refuse!r}")
+        with self._changed:
+            self._refusing_key = refuse
+        self._faults_changed()
+
+    @property
+    def refusing_key(self) -> bool:
+        """True while refuse_key() has every request answered 401."""
+        with self._changed:
+            return self._refusing_key
+
+    # -- the inspector's view of the faults ----------------------------------------------------
+
+    def _faults_state(self) -> dict[str, Any]:
+        """The faults in force, as plain JSON data (what the inspector page shows)."""
+        with self._changed:
+            bucket = self._bucket
+            return {
+                "latency": self._latency,
+                "fail_next": len(self._failures),
+                "fail_statuses": sorted({failure.status for failure in self._failures}),
+                "reset_next": self._resets,
+                "hang_next": self._hangs,
+                "rate_limit": None
+                if bucket is None
+                else {"requests_per_second": bucket.rate, "burst": bucket.burst},
+                "refuse_key": self._refusing_key,
+                "rejected_data_ids": sorted(self._rejected_data_ids),
+            }
+
+    def _drop_failures(self) -> None:
+        """Forget the answers fail_next() queued (the inspector's "cancel" of a burst)."""
+        with self._changed:
+            self._failures.clear()
+        self._faults_changed()
+
+    def _faults_changed(self) -> None:
+        if self._inspector is not None:
+            self._inspector.faults_changed()
 
     # -- answering (called on connection threads) ----------------------------------------------
 
@@ -341,6 +412,7 @@ class FakeHumanloop:
     ) -> Optional[_Answer]:
         """Decide the answer to one request (None: drop the connection) and record it."""
         arrived = time.time()
+        started = time.monotonic()
         parsed = _lenient_json(body)
         batch = isinstance(parsed, list)
         item_count = len(parsed) if batch else 1 if isinstance(parsed, dict) else 0
@@ -357,10 +429,13 @@ class FakeHumanloop:
                 batch=batch,
                 connection=connection,
                 response=response,
+                latency=time.monotonic() - started,
             )
             self._record(sequence, recorded, items)
             if self._on_request is not None:
                 self._on_request(recorded)
+            if self._inspector is not None:
+                self._inspector.observe(recorded, items)
 
         with self._changed:
             sequence = next(self._sequence)
@@ -395,6 +470,7 @@ class FakeHumanloop:
             if refusal is None and method == "POST" and self._failures:
                 failure = self._failures.popleft()
             rejected_ids = self._rejected_data_ids
+            refusing_key = self._refusing_key
         if refusal is not None:
             record(refusal.status, None, refusal.payload)
             return refusal
@@ -405,6 +481,7 @@ class FakeHumanloop:
             body=body,
             failure=failure,
             rejected_ids=rejected_ids,
+            refusing_key=refusing_key,
         )
         record(answer.status, accepted, answer.payload)
         return answer
@@ -429,6 +506,7 @@ class FakeHumanloop:
         body: bytes,
         failure: Optional[_Failure],
         rejected_ids: frozenset[str],
+        refusing_key: bool,
     ) -> tuple[_Answer, Optional[list[Any]]]:
         if failure is not None:
             extra = (
@@ -444,6 +522,7 @@ class FakeHumanloop:
             body=body,
             api_key=self.api_key,
             unknown_data_ids=rejected_ids,
+            refuse_every_key=refusing_key,
         )
         return (
             _Answer(answer.status, answer.payload, answer.headers, answer.content_type),

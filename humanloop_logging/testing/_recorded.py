@@ -29,6 +29,9 @@ class RecordedRequest:
     connection: int
     #: The body of the answer sent (empty when the connection was dropped instead).
     response: bytes = b""
+    #: Seconds from the request having been read to its answer (or drop) being decided: what a
+    #: latency, a hang or a held-back answer added; the answer is written right after.
+    latency: float = 0.0
 
     def json(self) -> Any:
         """The body parsed as JSON (raises ValueError if it is not)."""

@@ -16,6 +16,7 @@ import socketserver
 import struct
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,9 @@ class _Answer:
     payload: bytes
     headers: tuple[tuple[str, str], ...] = ()
     content_type: Optional[str] = "application/json"
+    #: A body written piece by piece as it comes (server-sent events) instead of ``payload``;
+    #: the connection closes when it ends.
+    stream: Optional[Iterable[bytes]] = None
 
 
 def _json_bytes(payload: Any) -> bytes:
@@ -266,17 +270,31 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        answer = self.server.fake._answer(
-            method=self.command,
-            path=self.path,
-            headers=MappingProxyType(headers),
-            body=body,
-            connection=self.server.connection_id(self.connection),
-            stop_event=self.server.stop_event,
-        )
+        fake = self.server.fake
+        inspector = fake._inspector
+        if inspector is not None and inspector.owns(self.path):
+            answer: Optional[_Answer] = inspector.answer(
+                method=self.command,
+                path=self.path,
+                headers=headers,
+                body=body,
+                stop_event=self.server.stop_event,
+            )
+        else:
+            answer = fake._answer(
+                method=self.command,
+                path=self.path,
+                headers=MappingProxyType(headers),
+                body=body,
+                connection=self.server.connection_id(self.connection),
+                stop_event=self.server.stop_event,
+            )
         if answer is None:
             self.close_connection = True
             self.server.abort(self.connection)
+            return
+        if answer.stream is not None:
+            self._write_stream(answer, answer.stream)
             return
         self.send_response(answer.status)
         if answer.content_type is not None:
@@ -287,3 +305,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(answer.payload)
+
+    def _write_stream(self, answer: _Answer, stream: Iterable[bytes]) -> None:
+        """Send the headers, then each piece as it comes, until the stream or the client ends."""
+        self.close_connection = True
+        self.send_response(answer.status)
+        if answer.content_type is not None:
+            self.send_header("Content-Type", answer.content_type)
+        for name, value in answer.headers:
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for piece in stream:
+                self.wfile.write(piece)

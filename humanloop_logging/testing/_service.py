@@ -126,9 +126,11 @@ def answer_request(
     body: bytes,
     api_key: str,
     unknown_data_ids: frozenset[str] = frozenset(),
+    refuse_every_key: bool = False,
 ) -> ServiceAnswer:
     """The service's answer to one request (``target`` is the request line's path and query;
-    ``headers`` have lower-cased names; ``validator`` comes from :func:`body_validator`)."""
+    ``headers`` have lower-cased names; ``validator`` comes from :func:`body_validator`;
+    ``refuse_every_key`` answers as if ``api_key`` were revoked)."""
     split = urlsplit(target)
     path = unquote(split.path)
     if path != FEEDBACK_PATH:
@@ -146,8 +148,12 @@ def answer_request(
         return parsed
     # The security dependency: FastAPI solves dependencies before it validates the body.
     given = headers.get("x-api-key")
-    if given is None or not secrets.compare_digest(
-        given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8")
+    if (
+        refuse_every_key
+        or given is None
+        or not secrets.compare_digest(
+            given.encode("utf-8", "surrogateescape"), api_key.encode("utf-8")
+        )
     ):
         return _json_answer(401, {"detail": "Invalid API key"})
     try:

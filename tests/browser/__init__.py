@@ -1,0 +1,1 @@
+"""Browser tests of the stand-in's live inspector page (Playwright driving headless Chromium)."""

@@ -3,8 +3,8 @@
 When pydantic is importable the stand-in validates with pydantic (``pydantic.v1`` for the v1
 flavour), on models built like the service's, so every status and ``loc`` is the real one. Without
 pydantic it uses the standard-library emulation of each flavour (:mod:`._stdlib_v1`,
-:mod:`._stdlib_v2`), which reproduces its rules for the JSON a client can send; the README lists
-where it still differs.
+:mod:`._stdlib_v2`), which reproduces its rules for the JSON a client can send; docs/stand-in.md
+lists where it still differs.
 """
 
 from __future__ import annotations

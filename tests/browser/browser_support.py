@@ -2,7 +2,7 @@
 child process, headless Debian Chromium driven by Playwright, and a FeedbackHandler pointed at the
 stand-in.
 
-Imported as ``browser.browser_support`` (``tests`` is on pytest's path).
+Imported as ``browser.browser_support``, beside ``support`` (``tests`` is on pytest's path).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Optional
+
+from support import sigint_as_a_terminal_gives_it
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright, ViewportSize
@@ -69,13 +71,14 @@ class ServeProcess:
         env = {k: v for k, v in env.items() if not k.startswith("HUMANLOOP_")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "humanloop_logging", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        with sigint_as_a_terminal_gives_it():  # stop() is a Ctrl-C, even under a background job
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "humanloop_logging", "serve", "--port", "0", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
         self.lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
         threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()

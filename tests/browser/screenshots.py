@@ -1,5 +1,5 @@
-"""Make the inspector's screenshots in docs/: ``python -m tests.browser.screenshots`` from the
-checkout (with the browser extra and Debian's Chromium installed).
+"""Make the inspector's screenshots in docs/: ``PYTHONPATH=tests python -m browser.screenshots``
+from the checkout (with the browser extra and Debian's Chromium installed).
 
 Each is the real page at 1366 by 768 in headless Chromium, against a real ``serve``, fed by a
 FeedbackHandler: records arriving, a 422 opened on the item it refused, a fault switched on.
@@ -15,9 +15,8 @@ from typing import Any
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
+from browser.browser_support import API_KEY, VIEWPORT, ServeProcess, launch, missing
 from humanloop_logging import FeedbackHandler
-
-from .browser_support import API_KEY, VIEWPORT, ServeProcess, launch, missing
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -16,16 +16,18 @@ import itertools
 import logging
 import math
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from humanloop_logging import DeliveryError, FeedbackShipper, FeedbackStats
@@ -173,6 +175,47 @@ def sigint_as_a_terminal_gives_it() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class Serve:
+    """A running ``python -m humanloop_logging serve`` whose stdout lines can be awaited."""
+
+    def __init__(self, *args: str) -> None:
+        env = child_env()
+        with sigint_as_a_terminal_gives_it():  # Ctrl-C stops it, even under a background job
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "humanloop_logging", "serve", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def line(self, timeout: float = 10.0) -> str:
+        """The next line of stdout, waiting for it (the child flushes after printing)."""
+        return self.lines.get(timeout=timeout)
+
+    def stop(self, signum: int, timeout: float = 5.0) -> tuple[int, str]:
+        """Send ``signum`` and return the exit code and stderr once the child has exited."""
+        self.process.send_signal(signum)
+        self.process.wait(timeout=timeout)
+        assert self.process.stderr is not None
+        return self.process.returncode, self.process.stderr.read()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, every: float = 0.01) -> bool:

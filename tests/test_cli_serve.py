@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
 import pytest
 import requests
-from support import child_env, sigint_as_a_terminal_gives_it
+from support import Serve
 
 from humanloop_logging.cli import main
 
@@ -26,47 +23,6 @@ URL_LINE = re.compile(r"^Humanloop stand-in listening on (http://127\.0\.0\.1:(\
 INSPECTOR_LINE = re.compile(r"^Inspector: (http://127\.0\.0\.1:(\d+)/)$")
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-class Serve:
-    """A running ``python -m humanloop_logging serve`` whose stdout lines can be awaited."""
-
-    def __init__(self, *args: str) -> None:
-        env = child_env()
-        with sigint_as_a_terminal_gives_it():
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "humanloop_logging", "serve", *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-
-    def line(self, timeout: float = 10.0) -> str:
-        """The next line of stdout, waiting for it (the child flushes after printing)."""
-        return self.lines.get(timeout=timeout)
-
-    def stop(self, signum: int, timeout: float = 5.0) -> tuple[int, str]:
-        """Send ``signum`` and return the exit code and stderr once the child has exited."""
-        self.process.send_signal(signum)
-        self.process.wait(timeout=timeout)
-        assert self.process.stderr is not None
-        return self.process.returncode, self.process.stderr.read()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.fixture

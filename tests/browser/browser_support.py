@@ -8,17 +8,14 @@ Imported as ``browser.browser_support``, beside ``support`` (``tests`` is on pyt
 from __future__ import annotations
 
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional
 
-from support import sigint_as_a_terminal_gives_it
+from support import Serve
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright, ViewportSize
@@ -67,47 +64,23 @@ class ServeProcess:
     """``python -m humanloop_logging serve --port 0`` in a child process, its banner read."""
 
     def __init__(self, *args: str) -> None:
-        env = dict(os.environ)
-        env = {k: v for k, v in env.items() if not k.startswith("HUMANLOOP_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        with sigint_as_a_terminal_gives_it():  # stop() is a Ctrl-C, even under a background job
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "humanloop_logging", "serve", "--port", "0", *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        self.lines: queue.Queue[str] = queue.Queue()
-        assert self.process.stdout is not None
-        threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True).start()
+        self.child = Serve("--port", "0", *args)
         self.url = ""
-        while (line := self.line()) != "Press Ctrl-C to stop.":
+        while (line := self.child.line(timeout=30.0)) != "Press Ctrl-C to stop.":
             found = _INSPECTOR.match(line)
             if found:
                 self.url, self.port = found.group(1), int(found.group(2))
         assert self.url, "serve prints its inspector's URL"
         self.base_url = f"{self.url}v4"
 
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-
-    def line(self, timeout: float = 30.0) -> str:
-        """The next line serve prints, waiting for it."""
-        return self.lines.get(timeout=timeout)
-
     def stop(self, timeout: float = 10.0) -> int:
-        """Ctrl-C, as a person would stop it; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+        """Ctrl-C, as a person would stop it; the exit status (killed if it does not stop)."""
+        process = self.child.process
+        code = process.poll()
+        if code is None:
             try:
-                self.process.wait(timeout=timeout)
+                code, _stderr = self.child.stop(signal.SIGINT, timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        return self.process.returncode
+                code = None
+        self.child.kill()
+        return code if code is not None else process.returncode

@@ -18,9 +18,14 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Headless Debian Chromium, or a skip (a failure under CI) saying what is missing."""
+    """Headless Debian Chromium, or a skip (a failure under CI) saying what is missing.
+
+    Started once for this directory and stopped after its last test: while Playwright's sync API
+    runs, the main thread has an asyncio loop running, and the rest of the suite's
+    ``asyncio.run()`` would refuse to start.
+    """
     reason = missing()
     if reason is not None:
         if os.environ.get("CI") == "true":

@@ -12,29 +12,18 @@ captured fields is one ``json`` call for a whole burst, and validation waits unt
 sent (so a record that is refused is refused then, and reported by the process that sends it).
 
 **Ownership is a lease.** Each process has a random token; the rows it writes are its own, and it
-refreshes its heartbeat on ``heartbeat()`` and with writes (at most once a second). An owner is dead when its heartbeat
-is older than ``lease`` seconds, or when it ran on this host (same host name and pid namespace)
-and its pid is gone. ``adopt()`` takes the rows of dead owners, and rows released at a clean exit,
-whole owners at once; ``claim()`` returns only this process's rows, in id order. Ids are global
-and increase with every insert, so sending one's own rows in id order sends feedback about a
-``data_id`` in call order, and adopted rows (older) go first. A process whose heartbeat lapses
+refreshes its heartbeat on ``heartbeat()`` and with writes (at most once a second). ``adopt()``
+takes the rows of dead owners (``_spool_status.LocalHost.death``), and rows released at a clean
+exit, whole owners at once; ``claim()`` returns only this process's rows, in id order. Ids are
+global and increase with every insert, so sending one's own rows in id order sends feedback about
+a ``data_id`` in call order, and adopted rows (older) go first. A process whose heartbeat lapses
 (stopped longer than ``lease``) loses its rows to whoever adopts them: some may then be sent twice,
-and the adopter's notice says so. So the lease must be longer than the longest gap between heartbeats.
+and the adopter's notice says so. So the lease must be longer than the longest gap between
+heartbeats.
 
-**Size** is counted in database pages in use, ``(page_count - freelist_count) * page_size``: what
-the rows really cost (bodies, keys, b-tree and index overhead), O(1) to read, and the same number
-for every process sharing the file, with no running total to keep in step. Past ``max_bytes``, the
-oldest rows (of any owner) are deleted in the same transaction as the insert, so the file holds at
-most ``max_bytes`` plus one batch (freed pages are reused, never returned to the file system).
-The WAL comes on top: up to ``WAL_CHECKPOINT_PAGES`` (40 MiB) between checkpoints, truncated to
-``WAL_SIZE_LIMIT`` after.
-
-**Faults never escape as sqlite3 errors**: every public method raises only ``SpoolError`` (read
-only, disk full, locked longer than ``BUSY_TIMEOUT``), and the spool is usable again once the
-condition clears. A corrupt file is moved aside to ``<path>.corrupt-<UTC time>`` (with its -wal
-and -shm) and a fresh spool is started in its place; ``take_notices()`` says so, once. Ids keep
-increasing across such a restart (a fresh file starts its ids from the clock), so ids claimed from
-the old file can never name rows of the new one.
+**The file** (format, size, faults, a corrupt file moved aside) is ``_spool_file.py``'s; whether an
+owner is alive, and ``read_status``, are ``_spool_status.py``'s. Every public method raises only
+``SpoolError``, and the spool is usable again once the condition clears.
 
 **Fork.** A connection must not be used across ``fork()``, and the child's own connection must not
 share SQLite's per-process lock bookkeeping with an inherited one either: if the inherited
@@ -51,178 +40,42 @@ spool is disabled in that child.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
 import secrets
-import socket
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, TypeVar
-from urllib.parse import quote
+from collections.abc import Collection, Sequence
+from typing import Callable, Optional, TypeVar
 
+from ._spool_file import (
+    BUSY_TIMEOUT,
+    ROWS_PER_STATEMENT,
+    Corrupt,
+    Row,
+    delete_rows,
+    evict,
+    identity,
+    is_corrupt,
+    move_aside,
+    open_file,
+    pin,
+    reason,
+    rollback,
+    transaction,
+)
+from ._spool_status import LocalHost, SpoolStatus, read_status
 from .exceptions import SpoolError
+
+__all__ = ["BUSY_TIMEOUT", "Row", "Spool", "SpoolError", "SpoolStatus", "read_status"]
 
 #: Seconds between heartbeats written along with data, and between looks at the file's identity.
 _TOUCH_EVERY = 1.0
 
-#: Rows per INSERT or DELETE statement. One statement, not one per row (``executemany``): sqlite3
-#: lets go of the GIL at every step, and a thread that must win it back from a busy application
-#: thread waits up to the switch interval (5 ms) each time, so per-row steps crawl under load.
-#: 4 x 8000 variables stay below SQLite's limit (32766 since 3.32).
-_ROWS_PER_STATEMENT = 8000
-
-#: Longest a statement waits for another process's write lock: the flush thread must never stall.
-BUSY_TIMEOUT = 0.25
-#: WAL pages (4 KiB each) before a checkpoint: 40 MiB, more than a burst of 100,000 records.
-WAL_CHECKPOINT_PAGES = 10_000
-#: The WAL is truncated to this after a checkpoint.
-WAL_SIZE_LIMIT = 1 << 20
-#: ``PRAGMA application_id``: this file is a feedback spool ("HLFS").
-APPLICATION_ID = 0x484C4653
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    data_id TEXT NOT NULL,
-    body BLOB NOT NULL,
-    created REAL NOT NULL,
-    owner TEXT
-);
-CREATE INDEX IF NOT EXISTS records_owner ON records(owner, id);
-CREATE TABLE IF NOT EXISTS owners(
-    token TEXT PRIMARY KEY,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    pidns TEXT NOT NULL,
-    heartbeat REAL NOT NULL
-);
-"""
-
-# SQLite's primary result codes, for errors that carry them (Python 3.11+); older Pythons are
-# recognised by SQLite's messages.
-_CORRUPT, _CORRUPT_WORDS = (11, 26), ("malformed", "not a database")
-_BUSY, _READONLY, _CANTOPEN, _FULL = (5, 6), 8, 14, 13
-
 T = TypeVar("T")
-
-
-class Row(NamedTuple):
-    """One spooled record. ``body`` is JSON text: as a rule the captured record, a JSON array of
-    its fields (data_id, type, value, user, created_at, unset, time of the call), not validated
-    yet; for a record with a field that is not plain JSON (a ``datetime``), its request body, a
-    JSON object, validated before it was written. ``created`` is the time of the call."""
-
-    id: int
-    data_id: str
-    body: bytes
-    created: float
-
-
-@dataclass(frozen=True)
-class OwnerStatus:
-    """A process registered in the spool, as ``humanloop-logging spool status`` shows it."""
-
-    token: str
-    pid: int
-    host: str
-    heartbeat_age: float
-    alive: bool
-    rows: int
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    """What a spool file holds: ``bytes`` is the file plus its WAL; ``unowned`` rows were released
-    by a clean exit and wait for the next process to adopt them."""
-
-    path: str
-    rows: int
-    unowned: int
-    bytes: int
-    oldest_age: Optional[float]
-    owners: tuple[OwnerStatus, ...]
-
-    @property
-    def waiting(self) -> int:
-        """Rows no live process holds: released ones, and those of owners that are gone, which
-        the next process (or ``spool drain``) takes over."""
-        return self.unowned + sum(owner.rows for owner in self.owners if not owner.alive)
-
-
-class _Corrupt(Exception):
-    """Internal: the file is not a usable database."""
-
-
-class _Local:
-    """Who this process is, for telling whether an owner on this host is alive."""
-
-    def __init__(self) -> None:
-        self.host = socket.gethostname()
-        try:
-            # Containers sharing a volume may share a host name, never a pid namespace.
-            self.pidns = os.readlink("/proc/self/ns/pid")
-        except OSError:
-            self.pidns = ""
-
-    def death(self, pid: int, host: str, pidns: str, age: float, lease: float) -> Optional[str]:
-        """None if the owner is alive; "gone" if its pid is (on this host), "silent" if only its
-        lease says so (it may be stopped, or on another host)."""
-        if host == self.host and pidns == self.pidns and not _pid_alive(pid):
-            return "gone"
-        return "silent" if age > lease else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: someone else's process, alive
-        return True
-    try:  # a zombie (killed, not yet reaped) holds its pid but is dead
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
-        return True
-
-
-def _reason(error: BaseException) -> str:
-    """A short, clear reason for an OS or SQLite error."""
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    text = str(error)
-    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    if code == _FULL or "is full" in text:
-        return f"the disk is full ({text})"
-    if code == _READONLY or "readonly" in text:
-        return f"read-only ({text})"
-    if code in _BUSY or "locked" in text or "busy" in text:
-        return f"locked by another process for more than {BUSY_TIMEOUT} s ({text})"
-    if code == _CANTOPEN or "unable to open" in text:
-        return f"cannot open the file or create its -wal/-shm beside it ({text})"
-    return text
-
-
-def _is_corrupt(error: BaseException) -> bool:
-    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    text = str(error)
-    return code in _CORRUPT or any(words in text for words in _CORRUPT_WORDS)
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front: a read that later upgrades can fail in WAL mode
-    # without waiting (SQLITE_BUSY_SNAPSHOT).
-    conn.execute("BEGIN IMMEDIATE")
-    yield
-    conn.execute("COMMIT")
 
 
 class Spool:
@@ -252,7 +105,7 @@ class Spool:
         self.evicted_own_ids: list[int] = []
         self._touched = -math.inf  # when this process's heartbeat was last written
         self._identity_checked = -math.inf  # monotonic
-        self._local = _Local()
+        self._local = LocalHost()
         self._broken: Optional[str] = None  # set in a child that must not use the spool
         self._fork_safe = False  # set by the before-fork hook when no transaction is open
         self._conn: Optional[sqlite3.Connection] = None
@@ -283,10 +136,10 @@ class Spool:
         token = self._token
 
         def op(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 self._touch(conn)
-                for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                    chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                    chunk = rows[start : start + ROWS_PER_STATEMENT]
                     conn.execute(
                         "INSERT INTO records(data_id, body, created, owner) VALUES "
                         + ",".join(["(?, ?, ?, ?)"] * len(chunk)),
@@ -317,7 +170,7 @@ class Spool:
             # from a thread that logs flat out can take the whole switch interval. So the
             # heartbeat rides along at most once a second, and the insert commits itself.
             if self._clock() - self._touched >= _TOUCH_EVERY:
-                with _transaction(conn):
+                with transaction(conn):
                     self._touch(conn)
                     conn.execute(insert, (token, packed))
             else:
@@ -370,9 +223,9 @@ class Spool:
             return
 
         def op(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 self._touch(conn)
-                _delete(conn, ids)
+                delete_rows(conn, ids)
 
         self._run(op)
 
@@ -382,7 +235,7 @@ class Spool:
         kept = json.dumps(sorted(keep))
 
         def op(conn: sqlite3.Connection) -> list[Row]:
-            with _transaction(conn):
+            with transaction(conn):
                 self._touch(conn)
                 rows = [
                     Row(*row)
@@ -392,7 +245,7 @@ class Spool:
                         (self._token, self._clock() - max_age, kept),
                     )
                 ]
-                _delete(conn, [row.id for row in rows])
+                delete_rows(conn, [row.id for row in rows])
             return rows
 
         return self._run(op)
@@ -406,7 +259,7 @@ class Spool:
         """
 
         def op(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 self._touch(conn)
                 now = self._clock()
                 adopted = conn.execute(
@@ -443,7 +296,7 @@ class Spool:
         and during long retries: a lapse longer than ``lease`` hands its rows to others)."""
 
         def op(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
+            with transaction(conn):
                 self._touch(conn)
 
         self._run(op)
@@ -453,7 +306,7 @@ class Spool:
         how many rows stay on disk. Another process may adopt them at once."""
 
         def op(conn: sqlite3.Connection) -> int:
-            with _transaction(conn):
+            with transaction(conn):
                 left = conn.execute(
                     "UPDATE records SET owner = NULL WHERE owner = ?", (self._token,)
                 ).rowcount
@@ -501,13 +354,13 @@ class Spool:
                     try:
                         return op(conn)
                     except sqlite3.Error as error:
-                        _rollback(conn)
-                        if attempt == 1 and _is_corrupt(error):
-                            self._recover(str(error))
+                        rollback(conn)
+                        if attempt == 1 and is_corrupt(error):
+                            self._recover(str(error), self._identity)
                             continue
-                        raise SpoolError(self.path, _reason(error)) from error
+                        raise SpoolError(self.path, reason(error)) from error
                     except BaseException:  # KeyboardInterrupt: leave no transaction open
-                        _rollback(conn)
+                        rollback(conn)
                         raise
                 raise AssertionError("unreachable")
             finally:
@@ -523,7 +376,7 @@ class Spool:
         stale = self._conn is not None and now - self._identity_checked >= _TOUCH_EVERY
         if stale:
             self._identity_checked = now
-        if stale and self._identity != _identity(self.path):
+        if stale and self._identity != identity(self.path):
             self._close_quietly()
             self._notices.append(
                 SpoolError(
@@ -538,75 +391,17 @@ class Spool:
             self._touched = -math.inf  # a new connection registers its owner first
             try:
                 self._conn = self._open()
-            except _Corrupt as error:
-                self._recover(str(error))
+            except Corrupt as error:
+                self._recover(str(error), error.identity)
                 try:
                     self._conn = self._open()
-                except _Corrupt as again:
+                except Corrupt as again:
                     raise SpoolError(self.path, f"corrupt even when new: {again}") from again
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        """Create the directory (0700) and file (0600) if needed and open the spool."""
-        try:
-            _make_dirs(os.path.dirname(self.path))
-        except OSError as error:
-            raise SpoolError(self.path, f"cannot create its directory: {_reason(error)}") from error
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as error:
-            raise SpoolError(self.path, f"cannot open the file: {_reason(error)}") from error
-        try:
-            stat = os.fstat(fd)
-        finally:
-            os.close(fd)
-        self._identity = (stat.st_dev, stat.st_ino)
-        conn = None
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
-            self._prepare(conn)
-        except BaseException as error:
-            if conn is not None:
-                conn.close()
-            if isinstance(error, sqlite3.Error):
-                if _is_corrupt(error):
-                    raise _Corrupt(str(error)) from error
-                raise SpoolError(self.path, _reason(error)) from error
-            raise
+        conn, self._identity = open_file(self.path, self._clock, self._touch)
         return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Refuse someone else's database untouched; then WAL and its settings, an integrity
-        check, and the schema of a new file."""
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if app_id != APPLICATION_ID and (app_id or tables):
-            raise SpoolError(
-                self.path, "is a SQLite database but not a feedback spool; left untouched"
-            )
-        if version > SCHEMA_VERSION:
-            raise SpoolError(
-                self.path, f"was written by a newer version (schema {version}); left untouched"
-            )
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if mode != "wal":
-            raise SpoolError(self.path, f"cannot use write-ahead logging here (got {mode!r})")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        # A checkpoint runs inside the commit that crosses this many pages, and holds the writer
-        # up while it copies and syncs: at the default (1,000 pages, 4 MiB) a burst meets several.
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise _Corrupt(check)
-        with _transaction(conn):
-            # Another process may have created the schema since the first look.
-            if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                _create(conn, self._clock())
-            self._touch(conn)
 
     def _touch(self, conn: sqlite3.Connection) -> None:
         """Refresh this process's heartbeat, registering it if needed (inside a transaction).
@@ -629,64 +424,16 @@ class Spool:
             )
 
     def _evict(self, conn: sqlite3.Connection) -> int:
-        """Delete the oldest rows while the pages in use exceed ``max_bytes``.
+        evicted, self.evicted_own_ids = evict(conn, self.max_bytes, self._token)
+        return evicted
 
-        Each step deletes as many rows as the excess would hold at the file's own bytes per row
-        (which counts the schema too, so it errs towards too few and takes another step). The
-        common case, nothing to evict, costs one statement.
-        """
-        row_bytes = 0
-        evicted = 0
-        while True:
-            (used,) = conn.execute(
-                "SELECT (page_count - freelist_count) * page_size "
-                "FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()"
-            ).fetchone()
-            if used <= self.max_bytes:
-                return evicted
-            if not row_bytes:
-                rows = conn.execute("SELECT count(*) FROM records").fetchone()[0]
-                if not rows:
-                    return evicted
-                row_bytes = -(-used // rows)
-            limit = -(-(used - self.max_bytes) // row_bytes)
-            self.evicted_own_ids += [
-                id_
-                for (id_,) in conn.execute(
-                    "SELECT id FROM (SELECT id, owner FROM records ORDER BY id LIMIT ?) "
-                    "WHERE owner = ?",
-                    (limit, self._token),
-                )
-            ]
-            deleted = conn.execute(
-                "DELETE FROM records WHERE id IN (SELECT id FROM records ORDER BY id LIMIT ?)",
-                (limit,),
-            ).rowcount
-            if deleted <= 0:
-                return evicted
-            evicted += deleted
-
-    def _recover(self, why: str) -> None:
-        """Move a corrupt file aside (unless another process already has) and note it."""
+    def _recover(self, why: str, found: Optional[tuple[int, int]]) -> None:
+        """Move the corrupt file ``found`` aside (unless another process already has; then the
+        path names another file) and note it."""
         self._close_quietly()
-        if _identity(self.path) != self._identity:
+        if identity(self.path) != found:
             return  # another process moved or replaced it already; just open the new one
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time()))
-        target = f"{self.path}.corrupt-{stamp}"
-        n = 1
-        while os.path.exists(target):
-            n += 1
-            target = f"{self.path}.corrupt-{stamp}-{n}"
-        try:
-            # The -wal first: a process opening the path meanwhile must not find the old WAL
-            # beside a new, empty file (SQLite would replay it there).
-            for suffix in ("-wal", "-shm", ""):
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(self.path + suffix, target + suffix)
-        except OSError as error:
-            raise SpoolError(
-                self.path, f"is corrupt ({why}) and could not be moved aside: {_reason(error)}"
-            ) from error
+        target = move_aside(self.path, why)
         self._notices.append(
             SpoolError(
                 self.path,
@@ -724,7 +471,7 @@ class Spool:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             else:
-                _pin(conn)
+                pin(conn)
                 self._broken = (
                     "this process was forked while the spool was in use, so it must not use the "
                     "spool (the parent's connection could not be let go of safely)"
@@ -734,118 +481,6 @@ class Spool:
         self._fork_safe = False
         self._notices = []
         self._new_owner()
-
-
-def _create(conn: sqlite3.Connection, now: float) -> None:
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    # Ids start from the clock, in milliseconds << 20: a fresh file (after a corrupt one was moved
-    # aside) never reuses an id that a process still holds from the old one.
-    conn.execute(
-        "INSERT INTO sqlite_sequence(name, seq) VALUES ('records', ?)", (int(now * 1000) << 20,)
-    )
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-
-def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
-    for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-        chunk = ids[start : start + _ROWS_PER_STATEMENT]
-        conn.execute(f"DELETE FROM records WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        if conn.in_transaction:
-            conn.rollback()
-
-
-def _identity(path: str) -> Optional[tuple[int, int]]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (stat.st_dev, stat.st_ino)
-
-
-def _make_dirs(directory: str) -> None:
-    """Create ``directory`` and any missing parent, each 0700 (private to this user)."""
-    missing = []
-    while directory and not os.path.isdir(directory):
-        missing.append(directory)
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-
-
-#: Inherited connections a child must never close: referenced from C, so not even interpreter
-#: shutdown frees (and so closes) them.
-_pinned: list[sqlite3.Connection] = []
-
-
-def _pin(conn: sqlite3.Connection) -> None:
-    _pinned.append(conn)
-    with contextlib.suppress(AttributeError):  # CPython only
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
-
-
-def read_status(
-    path: str, *, lease: float = 30.0, clock: Callable[[], float] = time.time
-) -> SpoolStatus:
-    """What the spool at ``path`` holds, read-only: takes no ownership, creates nothing, moves
-    nothing aside (for ``humanloop-logging spool status``). Raises only SpoolError."""
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise SpoolError(path, "no spool here")
-    try:
-        conn = sqlite3.connect(
-            f"file:{quote(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False
-        )
-    except sqlite3.Error as error:
-        raise SpoolError(path, _reason(error)) from error
-    local = _Local()
-    try:
-        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-            raise SpoolError(path, "is not a feedback spool")
-        now = clock()
-        per_owner = dict(
-            conn.execute("SELECT owner, count(*) FROM records GROUP BY owner").fetchall()
-        )
-        oldest = conn.execute("SELECT created FROM records ORDER BY id LIMIT 1").fetchone()
-        owners = tuple(
-            OwnerStatus(
-                token=token,
-                pid=pid,
-                host=host,
-                heartbeat_age=now - heartbeat,
-                alive=local.death(pid, host, pidns, now - heartbeat, lease) is None,
-                rows=per_owner.get(token, 0),
-            )
-            for token, pid, host, pidns, heartbeat in conn.execute(
-                "SELECT token, pid, host, pidns, heartbeat FROM owners ORDER BY heartbeat"
-            )
-        )
-    except sqlite3.Error as error:
-        raise SpoolError(path, _reason(error)) from error
-    finally:
-        conn.close()
-    size = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(OSError):
-            size += os.path.getsize(path + suffix)
-    return SpoolStatus(
-        path=path,
-        rows=sum(per_owner.values()),
-        unowned=per_owner.get(None, 0),
-        bytes=size,
-        oldest_age=None if oldest is None else now - oldest[0],
-        owners=owners,
-    )
 
 
 _live: weakref.WeakSet[Spool] = weakref.WeakSet()

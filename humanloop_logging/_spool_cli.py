@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from ._spool import SpoolStatus, read_status
+from ._spool_status import SpoolStatus, read_status
 from .exceptions import ConfigurationError, SpoolError
 
 #: Longest a drain interrupted by Ctrl-C (or out of --timeout) spends on the request in flight.

@@ -1,13 +1,13 @@
 """Settings: declared once, here; argument, then environment variable, then default; validated once.
 
 Each setting is one field of :class:`Settings`, made by :func:`setting`: its type is the field's
-annotation, and its default, environment variable, rule and one line of documentation ride along
-in the field. Everything else is read off those fields: :func:`resolve`, the constructors' run-time
-signatures (:func:`takes_settings`), ``shipper.SETTING_NAMES`` and the settings table of
-docs/settings.md (:func:`settings_table`, which the documentation renders when it is built;
-``python -m humanloop_logging._config`` prints it). Only
-:class:`SettingsArgs`, which type checkers need spelled out, repeats names and types;
-tests/test_config.py holds it, the signatures and the settings page to these fields.
+annotation, and its default, environment variable, rule (``_rules.py``) and one line of
+documentation ride along in the field. Everything else is read off those fields: :func:`resolve`,
+the constructors' run-time signatures (:func:`takes_settings`), ``shipper.SETTING_NAMES`` and the
+settings table of docs/settings.md (:func:`settings_table`, which the documentation renders when
+it is built; ``python -m humanloop_logging._config`` prints it). Only :class:`SettingsArgs`, which
+type checkers need spelled out, repeats names and types; tests/test_config.py holds it, the
+signatures and the settings page to these fields.
 """
 
 from __future__ import annotations
@@ -15,15 +15,26 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import ipaddress
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Optional, TypedDict, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Optional, TypedDict, TypeVar, Union, overload
 from urllib.parse import urlsplit
 
 from ._report import ErrorCallback
+from ._rules import (
+    API_KEY,
+    CALLBACK,
+    FLAG,
+    NAME,
+    PATH,
+    TEXT,
+    Rule,
+    base_url,
+    is_loopback,
+    seconds,
+    whole,
+)
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -48,34 +59,8 @@ MIN_SPOOL_BYTES = 64 * 2**10
 #: The settings constructors also take by position, in this order; the rest are keyword-only.
 POSITIONAL = ("api_key", "base_url")
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _show(default: object) -> str:
-    return f"`{default}`"
-
-
-@dataclass(frozen=True)
-class Rule(Generic[T]):
-    """What one setting accepts, and how its environment text and default are read.
-
-    ``check`` returns the value to keep, or raises ValueError with the words that follow the
-    setting's name. ``parse`` turns environment text into a value for ``check`` and refuses
-    nothing itself, so an argument and a variable are refused in the same words.
-    """
-
-    check: Callable[[object], T]
-    parse: Callable[[str], object] = str
-    #: The default as the settings table shows it.
-    show: Callable[[T], str] = _show
-    #: Argument types accepted beyond the setting's own (converted by ``check``).
-    accepts: tuple[object, ...] = ()
-    #: Added to the message when a required setting is missing.
-    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,146 +116,6 @@ def setting(
     return dataclasses.field(default=default, repr=repr, compare=compare, metadata=metadata)
 
 
-# -- rules -----------------------------------------------------------------------------------------
-
-
-def _lenient(convert: Callable[[str], object]) -> Callable[[str], object]:
-    """Environment text converted, or left as text for the check to refuse in its own words."""
-
-    def parse(raw: str) -> object:
-        try:
-            return convert(raw)
-        except ValueError:
-            return raw
-
-    return parse
-
-
-def _parse_flag(raw: str) -> object:
-    lowered = raw.lower()
-    return True if lowered in _TRUE else False if lowered in _FALSE else raw
-
-
-def _check_flag(value: object) -> bool:
-    if not isinstance(value, bool):  # "false" or 0 must never mean yes
-        raise ValueError(
-            f"must be True or False (in the environment {'/'.join(_TRUE)} or "
-            f"{'/'.join(_FALSE)}), got {value!r}"
-        )
-    return value
-
-
-def _in_units(size: int) -> str:
-    return f"{size >> 20} MiB" if size >= 2**20 else f"{size >> 10} KiB"
-
-
-def _whole(minimum: int, *, bytes_: bool = False) -> Rule[int]:
-    def words(number: int) -> str:
-        return f"{number} ({_in_units(number)})" if bytes_ else str(number)
-
-    def check(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"must be a whole number >= {words(minimum)}, got {value!r}")
-        return value
-
-    show = (lambda size: f"`{size}` ({_in_units(size)})") if bytes_ else _show
-    return Rule(check, parse=_lenient(int), show=show)
-
-
-def _show_seconds(default: float) -> str:
-    days = f" ({default / 86_400:g} days)" if default >= 86_400 else ""
-    return f"`{default!r}` s{days}"
-
-
-def _seconds(*, allow_zero: bool) -> Rule[float]:
-    bound = ">= 0" if allow_zero else "> 0"
-
-    def check(value: object) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ValueError(f"must be a number of seconds, got {value!r}")
-        if math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
-            raise ValueError(f"must be a finite number {bound}, got {value!r}")
-        return float(value)
-
-    return Rule(check, parse=_lenient(float), show=_show_seconds)
-
-
-def _check_text(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {value!r}")
-    return value
-
-
-def _check_api_key(value: object) -> str:
-    # Never echoed: whatever was passed here may be the key.
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__}")
-    key = value.strip()
-    if not key:
-        raise ValueError("must not be empty")
-    if key.lower().startswith(("http://", "https://")):
-        raise ValueError(
-            "looks like a URL: pass the key as api_key and the URL as base_url "
-            "(FeedbackHandler(api_key, base_url), or by keyword)"
-        )
-    if any(ord(char) > 0xFF for char in key):
-        # http.client writes a header as Latin-1. Refused now: at the first send, the encoding
-        # error would repeat the key in its repr.
-        raise ValueError("has characters an HTTP header cannot carry (beyond Latin-1)")
-    return key
-
-
-def _check_base_url(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {type(value).__name__}")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # Not echoed: text that is no URL at all may be the key, passed in the wrong place.
-        got = f"a {parts.scheme!r} URL" if parts.scheme and parts.netloc else "text that is no URL"
-        raise ValueError(
-            f"must be an http(s) URL such as {DEFAULT_BASE_URL}, got {got} "
-            "(api_key and base_url swapped?)"
-        )
-    if parts.query or parts.fragment:
-        raise ValueError("must not have a query or fragment")
-    if parts.username or parts.password:
-        raise ValueError("must not carry credentials; pass api_key instead")
-    return value.rstrip("/")
-
-
-def _check_path(value: object) -> str:
-    path = os.fspath(value) if isinstance(value, os.PathLike) else value
-    if not isinstance(path, str) or not path.strip():
-        raise ValueError(f"must be a non-empty path, got {value!r}")
-    # Absolute now: a later chdir (daemons do) must not move the file.
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _check_callback(value: object) -> Callable[..., Any]:
-    if not callable(value):
-        raise ValueError(f"must be callable, got {value!r}")
-    return value
-
-
-def _check_name(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-_API_KEY = Rule(
-    _check_api_key,
-    show=lambda _: "(required)",
-    hint=" (for local tests, FakeHumanloop.api_key; to run without sending feedback, set "
-    "HUMANLOOP_FEEDBACK_ENABLED=0)",
-)
-_TEXT = Rule(_check_text)
-_FLAG = Rule(_check_flag, parse=_parse_flag)
-_PATH = Rule(_check_path, accepts=(os.PathLike[str],))
-_CALLBACK: Rule[Callable[..., Any]] = Rule(_check_callback)
-_NAME = Rule(_check_name)
-
-
 # -- the declaration -------------------------------------------------------------------------------
 
 
@@ -284,113 +129,113 @@ class Settings:
     """
 
     api_key: str = setting(
-        _API_KEY,
+        API_KEY,
         env="HUMANLOOP_API_KEY",
         doc="sent as `X-API-KEY`; never logged, never in a `repr` or an exception",
         repr=False,
     )
     base_url: str = setting(
-        Rule(_check_base_url),
+        base_url(DEFAULT_BASE_URL),
         DEFAULT_BASE_URL,
         env="HUMANLOOP_BASE_URL",
         doc="requests go to `{base_url}/feedback`",
     )
     enabled: bool = setting(
-        _FLAG,
+        FLAG,
         True,
         env="HUMANLOOP_FEEDBACK_ENABLED",
         doc="`False`: nothing is sent, no thread starts and no API key is needed; records are "
         "still captured, validated and counted (`withheld`)",
     )
     name: str = setting(
-        _NAME,
+        NAME,
         "default",
         env="HUMANLOOP_FEEDBACK_NAME",
         doc="names this shipper in metrics (the `shipper` label)",
     )
     batch_size: int = setting(
-        _whole(1),
+        whole(1),
         DEFAULT_BATCH_SIZE,
         env="HUMANLOOP_FEEDBACK_BATCH_SIZE",
         doc="records in one request; a full batch is sent at once, and while more than a "
         "batch waits a request takes up to 5 times as many",
     )
     max_in_flight: int = setting(
-        _whole(1),
+        whole(1),
         DEFAULT_MAX_IN_FLIGHT,
         env="HUMANLOOP_FEEDBACK_MAX_IN_FLIGHT",
         doc="most requests in flight at once; 429, 503 and outages lower it, successes raise it "
         "back (AIMD)",
     )
     flush_interval: float = setting(
-        _seconds(allow_zero=False),
+        seconds(allow_zero=False),
         DEFAULT_FLUSH_INTERVAL,
         env="HUMANLOOP_FEEDBACK_FLUSH_INTERVAL",
         doc="longest a record waits for its batch to fill",
     )
     max_queue_size: int = setting(
-        _whole(1),
+        whole(1),
         DEFAULT_MAX_QUEUE_SIZE,
         env="HUMANLOOP_FEEDBACK_MAX_QUEUE_SIZE",
         doc="records waiting beyond this are dropped and counted",
     )
     timeout: float = setting(
-        _seconds(allow_zero=False),
+        seconds(allow_zero=False),
         DEFAULT_TIMEOUT,
         env="HUMANLOOP_FEEDBACK_TIMEOUT",
         doc="the most one request may take in total, connecting to last byte "
         "(a server trickling its answer is cut off too)",
     )
     max_retry_time: float = setting(
-        _seconds(allow_zero=True),
+        seconds(allow_zero=True),
         DEFAULT_MAX_RETRY_TIME,
         env="HUMANLOOP_FEEDBACK_MAX_RETRY_TIME",
         doc="how long one batch is retried before it is given up on (`0`: no retries)",
     )
     exit_timeout: float = setting(
-        _seconds(allow_zero=True),
+        seconds(allow_zero=True),
         DEFAULT_EXIT_TIMEOUT,
         env="HUMANLOOP_FEEDBACK_EXIT_TIMEOUT",
         doc="total time `close()` and the exit hook spend draining",
     )
     default_user: Optional[str] = setting(
-        _TEXT,
+        TEXT,
         None,
         env="HUMANLOOP_FEEDBACK_USER",
         doc="`user` for records that do not name one",
     )
     blocking: bool = setting(
-        _FLAG,
+        FLAG,
         False,
         env="HUMANLOOP_FEEDBACK_BLOCKING",
         doc="send on the caller's thread (scripts, serverless); see below",
     )
     allow_insecure_http: bool = setting(
-        _FLAG,
+        FLAG,
         False,
         env="HUMANLOOP_ALLOW_INSECURE_HTTP",
         doc="allow `http://` to a host that is not loopback",
     )
     spool_path: Optional[str] = setting(
-        _PATH,
+        PATH,
         None,
         env="HUMANLOOP_FEEDBACK_SPOOL_PATH",
         doc="SQLite file that keeps feedback across crashes, restarts and outages; off by default",
     )
     max_spool_bytes: int = setting(
-        _whole(MIN_SPOOL_BYTES, bytes_=True),
+        whole(MIN_SPOOL_BYTES, bytes_=True),
         DEFAULT_MAX_SPOOL_BYTES,
         env="HUMANLOOP_FEEDBACK_MAX_SPOOL_BYTES",
         doc="the spool's size limit; past it the oldest records are dropped and counted",
     )
     spool_max_age: float = setting(
-        _seconds(allow_zero=False),
+        seconds(allow_zero=False),
         DEFAULT_SPOOL_MAX_AGE,
         env="HUMANLOOP_FEEDBACK_SPOOL_MAX_AGE",
         doc="records older than this are given up on, counted failed",
     )
     on_error: Optional[ErrorCallback] = setting(  # noqa: RUF009 (a field(), made once)
-        _CALLBACK,
+        CALLBACK,
         None,
         env=None,
         doc="`callable(HumanloopLoggingError)`, called for every record refused, rejected or "
@@ -399,7 +244,7 @@ class Settings:
         compare=False,
     )
     before_send: Optional[BeforeSend] = setting(  # noqa: RUF009 (a field(), made once)
-        _CALLBACK,
+        CALLBACK,
         None,
         env=None,
         doc="`callable(dict) -> dict or None`, run on the flush thread before a record is "
@@ -500,15 +345,6 @@ def _resolve_one(declared: Declared, given: object, environ: Mapping[str, str]) 
         ) from None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def resolve(
     api_key: Optional[str] = None,
     base_url: Optional[str] = None,
@@ -534,7 +370,7 @@ def resolve(
     settings = Settings(**values)
     url = urlsplit(settings.base_url)
     host = url.hostname or ""
-    if url.scheme == "http" and not settings.allow_insecure_http and not _is_loopback(host):
+    if url.scheme == "http" and not settings.allow_insecure_http and not is_loopback(host):
         raise ConfigurationError(
             f"refusing to send the API key over plain http:// to {host}; use https://, or pass "
             f"allow_insecure_http=True ({ENV['allow_insecure_http']}=1) if you mean it"

@@ -11,19 +11,11 @@ import itertools
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Callable, Optional, Union
 
-from ._faults import (
-    _RATE_LIMITED,
-    _check_count,
-    _Failure,
-    _make_bucket,
-    _make_failure,
-    _TokenBucket,
-)
+from ._faults import _RATE_LIMITED, Faults, _check_count, _make_bucket, _make_failure
 from ._inspector import Inspector
 from ._recorded import RecordedRequest, _insort_by_sequence, _lenient_json
 from ._server import _Answer, _Server
@@ -81,15 +73,8 @@ class FakeHumanloop:
         self._requests: list[tuple[int, RecordedRequest]] = []
         self._received: list[tuple[int, int, dict[str, Any]]] = []
         self._arrivals = 0
-        self._resets = 0
-        self._hangs = 0
-        self._failures: deque[_Failure] = deque()
-        self._latency = 0.0
-        self._rejected_data_ids: frozenset[str] = frozenset()
-        self._bucket: Optional[_TokenBucket] = None
-        self._rate_limited = 0
+        self._faults = Faults()
         self._clear_generation = 0
-        self._refusing_key = False
         self._inspector: Optional[Inspector] = Inspector(self) if inspector else None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -238,14 +223,14 @@ class FakeHumanloop:
     def rate_limit(self) -> Optional[tuple[float, int]]:
         """``(requests per second, burst)`` of the rate limit in force; None when there is none."""
         with self._changed:
-            bucket = self._bucket
+            bucket = self._faults.bucket
         return None if bucket is None else (bucket.rate, bucket.burst)
 
     @property
     def rate_limited(self) -> int:
         """How many POSTs the rate limit answered 429 (they are in ``requests``, not ``received``)."""
         with self._changed:
-            return self._rate_limited
+            return self._faults.rate_limited
 
     def clear(self) -> None:
         """Forget everything received and every fault, latency, rate limit and rejected id; release
@@ -254,13 +239,7 @@ class FakeHumanloop:
             self._requests.clear()
             self._received.clear()
             self._arrivals = 0
-            self._resets = self._hangs = 0
-            self._failures.clear()
-            self._latency = 0.0
-            self._bucket = None
-            self._rate_limited = 0
-            self._rejected_data_ids = frozenset()
-            self._refusing_key = False
+            self._faults = Faults()
             self._clear_generation += 1
             self._changed.notify_all()
         if self._inspector is not None:
@@ -284,21 +263,21 @@ class FakeHumanloop:
         _check_count(n)
         failure = _make_failure(status, retry_after, body)
         with self._changed:
-            self._failures.extend([failure] * n)
+            self._faults.failures.extend([failure] * n)
         self._faults_changed()
 
     def reset_next(self, n: int) -> None:
         """Read the next ``n`` requests, then reset their connections without answering."""
         _check_count(n)
         with self._changed:
-            self._resets += n
+            self._faults.resets += n
         self._faults_changed()
 
     def hang_next(self, n: int) -> None:
         """Read the next ``n`` requests and hold them unanswered until stop() or clear()."""
         _check_count(n)
         with self._changed:
-            self._hangs += n
+            self._faults.hangs += n
         self._faults_changed()
 
     def set_latency(self, seconds: float) -> None:
@@ -306,7 +285,7 @@ class FakeHumanloop:
         if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
         with self._changed:
-            self._latency = float(seconds)
+            self._faults.latency = float(seconds)
         self._faults_changed()
 
     def set_rate_limit(
@@ -330,13 +309,13 @@ class FakeHumanloop:
         """
         bucket = _make_bucket(requests_per_second, burst, retry_after, self._clock)
         with self._changed:
-            self._bucket = bucket
+            self._faults.bucket = bucket
         self._faults_changed()
 
     def reject_data_ids(self, *data_ids: str) -> None:
         """Answer 422 "Datapoint ... not found" to any request with feedback for these data ids."""
         with self._changed:
-            self._rejected_data_ids = self._rejected_data_ids.union(data_ids)
+            self._faults.rejected_data_ids = self._faults.rejected_data_ids.union(data_ids)
         self._faults_changed()
 
     def refuse_key(self, refuse: bool = True) -> None:
@@ -346,38 +325,26 @@ class FakeHumanloop:
         if not isinstance(refuse, bool):
             raise ValueError(f"refuse must be True or False, not {refuse!r}")
         with self._changed:
-            self._refusing_key = refuse
+            self._faults.refusing_key = refuse
         self._faults_changed()
 
     @property
     def refusing_key(self) -> bool:
         """True while refuse_key() has every request answered 401."""
         with self._changed:
-            return self._refusing_key
+            return self._faults.refusing_key
 
     # -- the inspector's view of the faults ----------------------------------------------------
 
     def _faults_state(self) -> dict[str, Any]:
         """The faults in force, as plain JSON data (what the inspector page shows)."""
         with self._changed:
-            bucket = self._bucket
-            return {
-                "latency": self._latency,
-                "fail_next": len(self._failures),
-                "fail_statuses": sorted({failure.status for failure in self._failures}),
-                "reset_next": self._resets,
-                "hang_next": self._hangs,
-                "rate_limit": None
-                if bucket is None
-                else {"requests_per_second": bucket.rate, "burst": bucket.burst},
-                "refuse_key": self._refusing_key,
-                "rejected_data_ids": sorted(self._rejected_data_ids),
-            }
+            return self._faults.state()
 
     def _drop_failures(self) -> None:
         """Forget the answers fail_next() queued (the inspector's "cancel" of a burst)."""
         with self._changed:
-            self._failures.clear()
+            self._faults.failures.clear()
         self._faults_changed()
 
     def _faults_changed(self) -> None:
@@ -441,13 +408,7 @@ class FakeHumanloop:
             sequence = next(self._sequence)
             self._arrivals += 1
             generation = self._clear_generation
-            reset = self._resets > 0
-            hang = not reset and self._hangs > 0
-            if reset:
-                self._resets -= 1
-            elif hang:
-                self._hangs -= 1
-            latency = self._latency
+            reset, hang, latency = self._faults.take_early()
             self._changed.notify_all()
 
         if reset:
@@ -467,19 +428,19 @@ class FakeHumanloop:
         with self._changed:
             refusal = self._rate_limit_locked() if method == "POST" else None
             failure = None
-            if refusal is None and method == "POST" and self._failures:
-                failure = self._failures.popleft()
-            rejected_ids = self._rejected_data_ids
-            refusing_key = self._refusing_key
-        if refusal is not None:
-            record(refusal.status, None, refusal.payload)
-            return refusal
+            if refusal is None and method == "POST" and self._faults.failures:
+                failure = self._faults.failures.popleft()
+            rejected_ids = self._faults.rejected_data_ids
+            refusing_key = self._faults.refusing_key
+        injected = refusal if refusal is not None or failure is None else failure.answer()
+        if injected is not None:
+            record(injected.status, None, injected.payload)
+            return injected
         answer, accepted = self._service_answer(
             method=method,
             path=path,
             headers=headers,
             body=body,
-            failure=failure,
             rejected_ids=rejected_ids,
             refusing_key=refusing_key,
         )
@@ -488,13 +449,13 @@ class FakeHumanloop:
 
     def _rate_limit_locked(self) -> Optional[_Answer]:
         """Take a token for a POST: None if it may go on, else its 429 (counted). Lock held."""
-        bucket = self._bucket
+        bucket = self._faults.bucket
         if bucket is None:
             return None
         wait = bucket.take(self._clock())
         if wait is None:
             return None
-        self._rate_limited += 1
+        self._faults.rate_limited += 1
         return _Answer(429, _RATE_LIMITED, bucket.header(wait))
 
     def _service_answer(
@@ -504,15 +465,9 @@ class FakeHumanloop:
         path: str,
         headers: Mapping[str, str],
         body: bytes,
-        failure: Optional[_Failure],
         rejected_ids: frozenset[str],
         refusing_key: bool,
     ) -> tuple[_Answer, Optional[list[Any]]]:
-        if failure is not None:
-            extra = (
-                (("Retry-After", failure.retry_after),) if failure.retry_after is not None else ()
-            )
-            return _Answer(failure.status, failure.body, extra), None
         answer = answer_request(
             flavour=self._flavour,
             validator=self._validate,

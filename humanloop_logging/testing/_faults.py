@@ -1,16 +1,18 @@
 """The faults a test can inject into the stand-in, and the checks on how they are asked for.
 
-The state lives on :class:`FakeHumanloop`, under its lock; what is here holds no lock of its own.
+The state is one :class:`Faults`, held by :class:`FakeHumanloop` under its lock; what is here holds
+no lock of its own.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Optional, Union
 
-from ._server import _json_bytes
+from ._server import _Answer, _json_bytes
 
 #: How set_rate_limit() may write ``Retry-After``: whole seconds rounded up (what services send),
 #: the exact wait rounded up to the millisecond, or no header at all.
@@ -24,6 +26,10 @@ class _Failure:
     status: int
     body: bytes
     retry_after: Optional[str]
+
+    def answer(self) -> _Answer:
+        extra = (("Retry-After", self.retry_after),) if self.retry_after is not None else ()
+        return _Answer(self.status, self.body, extra)
 
 
 class _TokenBucket:
@@ -127,3 +133,48 @@ def _make_bucket(
 def _check_count(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, not {n!r}")
+
+
+@dataclass
+class Faults:
+    """Every fault in force: the one owner of that state, held under FakeHumanloop's lock.
+
+    ``clear()`` on the stand-in replaces the whole object, so no fault can outlive it.
+    """
+
+    resets: int = 0
+    hangs: int = 0
+    failures: deque[_Failure] = field(default_factory=deque)
+    latency: float = 0.0
+    rejected_data_ids: frozenset[str] = frozenset()
+    bucket: Optional[_TokenBucket] = None
+    #: POSTs the rate limit answered 429.
+    rate_limited: int = 0
+    refusing_key: bool = False
+
+    def take_early(self) -> tuple[bool, bool, float]:
+        """For a request just read: whether to reset it, whether to hang it (each using up one
+        queued), and the latency before it is answered."""
+        reset = self.resets > 0
+        hang = not reset and self.hangs > 0
+        if reset:
+            self.resets -= 1
+        elif hang:
+            self.hangs -= 1
+        return reset, hang, self.latency
+
+    def state(self) -> dict[str, Any]:
+        """The faults as plain JSON data (what the inspector page shows)."""
+        bucket = self.bucket
+        return {
+            "latency": self.latency,
+            "fail_next": len(self.failures),
+            "fail_statuses": sorted({failure.status for failure in self.failures}),
+            "reset_next": self.resets,
+            "hang_next": self.hangs,
+            "rate_limit": None
+            if bucket is None
+            else {"requests_per_second": bucket.rate, "burst": bucket.burst},
+            "refuse_key": self.refusing_key,
+            "rejected_data_ids": sorted(self.rejected_data_ids),
+        }

@@ -87,6 +87,7 @@ class Engine:
         self.cond = threading.Condition(self.lock)
         self.queue: collections.deque[Captured] = collections.deque()
         self.books = Ledger()  # every count: changed there only, with the lock held
+        self._here = threading.local()  # ``saying``: this thread is reporting an outcome
         self.turns = Turns(self.cond)
         self.sending = Sending(
             transport=self.transport,
@@ -245,12 +246,16 @@ class Engine:
         withheld: int = 0,
         out_of_time: bool = False,
         from_disk: int = 0,
+        then: Optional[Callable[[], None]] = None,
     ) -> bool:
         """Count an outcome; False if close() already wrote these records off (and reported them).
 
         ``out_of_time``: the failure was a transient one that a close's deadline ended.
         ``from_disk``: of these records, how many were rows of the spool.
+        ``then``: says the outcome (``on_error``, the log), if it was counted here; called outside
+        the lock, and a flush() that waits for these records returns only after it.
         """
+        count = sent + rejected + failed + filtered + withheld
         with self.cond:
             counted = self.books.finish(
                 epoch,
@@ -262,9 +267,21 @@ class Engine:
                 out_of_time=out_of_time and self.deadline < math.inf,
                 from_disk=from_disk,
             )
-            if counted:
+            if not counted:
+                return False
+            self.cond.notify_all()
+            if then is None:
+                return True
+            self.books.saying(count)
+        self._here.saying = True
+        try:
+            then()
+        finally:
+            self._here.saying = False
+            with self.cond:
+                self.books.said(count)
                 self.cond.notify_all()
-            return counted
+        return True
 
     def retried(self) -> None:
         with self.lock:
@@ -322,7 +339,10 @@ class Engine:
                 books.flush_target = target
                 self.cond.notify_all()
                 self.pipeline.hurry_locked()
-            while books.finished < target:
+            # A report on this thread (on_error calling flush() with blocking=True) cannot be
+            # waited for; any other is.
+            saying_here = getattr(self._here, "saying", False)
+            while (books.finished if saying_here else books.done) < target:
                 remaining = end - time.monotonic()
                 if remaining <= 0 or (self.idle and not self.settings.blocking):
                     # No thread runs (closed, or exited): what is left waits in the spool for

@@ -62,6 +62,7 @@ class Ledger:
         "sent",
         "spooled",
         "taken",
+        "unsaid",
         "withheld",
         "written_off",
     )
@@ -80,6 +81,7 @@ class Ledger:
         self.spooled = 0  # own rows unfinished, on disk or in flight from it
         self.adopted = 0  # rows taken over from other processes
         self.flush_target = 0  # flush() waits until this many taken are finished
+        self.unsaid = 0  # finished records whose outcome is still being reported (see ``done``)
         self.epoch = 0
 
     @property
@@ -88,6 +90,12 @@ class Ledger:
         return (
             self.sent + self.rejected + self.failed + self.evicted + self.filtered + self.withheld
         )
+
+    @property
+    def done(self) -> int:
+        """Finished records whose outcome has been said too (``on_error`` called, the warning
+        logged): what flush() waits for, so that it returns after the report, never before."""
+        return self.finished - self.unsaid
 
     @property
     def unfinished(self) -> int:
@@ -144,6 +152,13 @@ class Ledger:
         if out_of_time:
             self.written_off += failed
         return True
+
+    def saying(self, count: int) -> None:
+        """``count`` records just finished are being reported (outside the lock)."""
+        self.unsaid += count
+
+    def said(self, count: int) -> None:
+        self.unsaid -= count
 
     def write_off(self, queued: int) -> int:
         """A deadline passed: take the ``queued`` records and fail everything unfinished, sends

@@ -58,6 +58,7 @@ class Books(Protocol):
         withheld: int = 0,
         out_of_time: bool = False,
         from_disk: int = 0,
+        then: Optional[Callable[[], None]] = None,
     ) -> bool: ...
 
     def retried(self) -> None: ...
@@ -190,17 +191,20 @@ class Sending:
             except FeedbackValidationError as error:
                 errors.append(error)
             except Exception as error:
-                self._books.finish(epoch, rejected=1)
-                self.reporter.log(
-                    f"could not read a feedback record: {safe_repr(error)}", kind="bug"
+                said = f"could not read a feedback record: {safe_repr(error)}"
+                self._books.finish(
+                    epoch, rejected=1, then=partial(self.reporter.log, said, kind="bug")
                 )
         return valid, errors
 
     def refuse(self, errors: list[FeedbackValidationError], epoch: int, from_disk: int = 0) -> None:
         """Records that are not valid feedback: rejected before sending, each said why."""
-        self._books.finish(epoch, rejected=len(errors), from_disk=from_disk)
-        for error in errors:
-            self.reporter.report(error, kind=f"invalid:{error.field}")
+
+        def say() -> None:
+            for error in errors:
+                self.reporter.report(error, kind=f"invalid:{error.field}")
+
+        self._books.finish(epoch, rejected=len(errors), from_disk=from_disk, then=say)
 
     def deliver(self, items: list[Payload], epoch: int) -> None:
         """Send ``items`` as the delivery policy (``_delivery``) decides; whatever the service
@@ -258,37 +262,43 @@ class Sending:
             reasons = _details.body_errors(error.details, 1) or [error.message]
             named = {0: [("", reason) for reason in reasons]}
         rejected = [(json.loads(chunk[index]), named[index]) for index in indices]
+
+        def say() -> None:
+            for record, fields in rejected:
+                reasons = [f"{field}: {message}" if field else message for field, message in fields]
+                self.reporter.report(
+                    UnprocessableEntityError(
+                        f"Humanloop rejected feedback for data_id={record.get('data_id')!r}: "
+                        + _details.describe(fields),
+                        error.details,
+                        [(record, reasons)],
+                    ),
+                    kind="422",
+                )
+
         from_disk = self.disk.settle([chunk[index] for index in indices])
-        counted = self._books.finish(epoch, rejected=len(rejected), from_disk=from_disk)
-        for record, fields in rejected if counted else []:
-            reasons = [f"{field}: {message}" if field else message for field, message in fields]
-            self.reporter.report(
-                UnprocessableEntityError(
-                    f"Humanloop rejected feedback for data_id={record.get('data_id')!r}: "
-                    + _details.describe(fields),
-                    error.details,
-                    [(record, reasons)],
-                ),
-                kind="422",
-            )
+        self._books.finish(epoch, rejected=len(rejected), from_disk=from_disk, then=say)
         return rest
 
     def _give_up(self, chunk: list[Payload], error: DeliveryError, epoch: int) -> None:
         if error.retryable and self.disk.keep(chunk):
             return  # kept on disk, to be tried again later: nothing is given up for time alone
+
+        def say() -> None:  # unless close() wrote these off, and so reported them, already
+            error.records = [json.loads(payload) for payload in chunk]
+            if isinstance(error, AuthenticationError):
+                if self._auth_failed:
+                    return  # said once already; the counters still show every failed record
+                self._auth_failed = True
+                self.reporter.report(error, kind="auth", level=logging.ERROR)
+                return
+            kind = f"failed:{type(error).__name__}"
+            self.reporter.report(error, kind=kind, level=logging.ERROR)
+
         from_disk = self.disk.settle(chunk)
-        if not self._books.finish(
-            epoch, failed=len(chunk), out_of_time=error.retryable, from_disk=from_disk
-        ):
-            return  # written off and reported by close() already
-        error.records = [json.loads(payload) for payload in chunk]
-        if isinstance(error, AuthenticationError):
-            if self._auth_failed:
-                return  # said once already; the counters still show every failed record
-            self._auth_failed = True
-            self.reporter.report(error, kind="auth", level=logging.ERROR)
-            return
-        self.reporter.report(error, kind=f"failed:{type(error).__name__}", level=logging.ERROR)
+        self._books.finish(
+            epoch, failed=len(chunk), out_of_time=error.retryable, from_disk=from_disk, then=say
+        )
 
     # -- one request ------------------------------------------------------------------------
 

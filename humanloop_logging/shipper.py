@@ -123,7 +123,8 @@ class FeedbackShipper:
         return self._engine.submit
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """True once everything queued before the call is sent or given up on."""
+        """True once everything queued before the call is sent or given up on (and what was given
+        up on or rejected is reported: ``on_error`` has returned)."""
         return self._engine.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:

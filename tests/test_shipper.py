@@ -882,3 +882,60 @@ def test_a_transport_needs_only_send_and_close() -> None:
     assert (item["data_id"], item["type"], item["value"]) == ("d-1", "rating", "good")
     assert transport.closed >= 1
     assert shipper.stats().sent == 1
+
+
+#: How long the on_error below keeps a report open, unless flush() returns meanwhile.
+REPORT_OPEN = 1.0
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    ["given up (400)", "rejected (422)", "refused before sending", "given up, blocking=True"],
+)
+def test_flush_returns_after_on_error_has_heard_of_it(make: Make, outcome: str) -> None:
+    """flush() returns only once ``on_error`` has returned for what it waited for: a caller that
+    flushes and then looks at what it was told has been told everything.
+
+    The callback holds its report open for REPORT_OPEN seconds unless flush() returns first, and
+    notes which came first: a flush() that returned on the count alone, before the report, is
+    seen at once."""
+    returned = threading.Event()
+    flush_returned_first: list[bool] = []
+    heard: list[HumanloopLoggingError] = []
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        flush_returned_first.append(returned.wait(REPORT_OPEN))
+        heard.append(error)
+
+    rig = make(on_error=on_error, blocking=outcome.endswith("blocking=True"))
+    if outcome == "rejected (422)":
+        rig.fake.reject_data_ids("dp-1")
+    elif outcome.startswith("given up"):
+        rig.fake.fail_next(1, 400)
+    if outcome == "refused before sending":
+        rig.send("dp-1", value={"not": "a feedback value"})
+    else:
+        rig.send("dp-1")
+
+    assert rig.shipper.flush(10.0)
+    returned.set()
+
+    assert flush_returned_first == [False]
+    [error] = heard
+    assert isinstance(error, DeliveryError) or outcome == "refused before sending"
+
+
+def test_flush_from_on_error_on_the_logging_thread_does_not_wait_for_itself(make: Make) -> None:
+    """With ``blocking=True`` the report is made on the logging call's thread; a flush() from that
+    on_error cannot wait for the report it is part of, and answers from the counts at once."""
+    nested: list[bool] = []
+
+    def on_error(error: HumanloopLoggingError) -> None:
+        nested.append(rig.shipper.flush(2.0))
+
+    rig = make(on_error=on_error, blocking=True)
+    rig.fake.fail_next(1, 400)
+    rig.send("dp-1")
+
+    assert nested == [True]
+    assert rig.shipper.flush(10.0)

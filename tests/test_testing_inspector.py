@@ -13,7 +13,7 @@ from typing import Any, Optional
 import pytest
 import requests
 
-from humanloop_logging.testing import FakeHumanloop
+from humanloop_logging.testing import FakeHumanloop, RecordedRequest, _inspector_feed
 from humanloop_logging.testing._inspector import address_allowed
 
 pytestmark = pytest.mark.timeout(60)
@@ -341,8 +341,6 @@ def test_address_allowed(netloc: str, bound: str, allowed: bool) -> None:
 def test_the_page_keeps_only_the_latest(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past its caps the inspector forgets the oldest records and requests, and says how many it
     keeps and how many there were; the download still has every accepted item."""
-    from humanloop_logging.testing import _inspector_feed
-
     monkeypatch.setattr(_inspector_feed, "RECORDS_KEPT", 3)
     monkeypatch.setattr(_inspector_feed, "REQUESTS_KEPT", 2)
     with FakeHumanloop(inspector=True) as server:
@@ -356,3 +354,60 @@ def test_the_page_keeps_only_the_latest(monkeypatch: pytest.MonkeyPatch) -> None
     assert state["totals"] == {"requests": 3, "records": 6}
     assert state["kept"] == {"requests": 2, "records": 3}
     assert len(download.splitlines()) == 6
+
+
+def _sse(chunk: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The events in one chunk of the stream, as (name, data); the retry line and comments left
+    out."""
+    events = []
+    for block in chunk.decode("utf-8").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@pytest.mark.parametrize("behind", [_inspector_feed._EVENTS_KEPT, _inspector_feed._EVENTS_KEPT + 1])
+def test_a_page_further_behind_than_the_log_gets_a_snapshot(behind: int) -> None:
+    """A stream read after ``behind`` requests gets each one's event while the log still holds
+    them all, and one snapshot once it holds too few; then it carries on event by event.
+
+    The feed as plain code: the stream is a generator, read here only when the test says."""
+    kept = _inspector_feed._EVENTS_KEPT
+    feed = _inspector_feed.InspectorFeed(lambda: {"latency": 0.0})
+
+    def observe(n: int) -> None:
+        item = {**GOOD, "data_id": f"dp_{n}"}
+        body = json.dumps([item]).encode()
+        request = RecordedRequest(
+            method="POST",
+            path="/v4/feedback",
+            status=200,
+            item_count=1,
+            headers={},
+            body=body,
+            time=float(n),
+            batch=True,
+            connection=1,
+            response=b"[]",
+        )
+        feed.observe(request, [item])
+
+    stream = feed.stream(threading.Event())
+    assert [name for name, _ in _sse(next(stream))] == ["snapshot"]
+    for n in range(behind):
+        observe(n)
+    caught_up = _sse(next(stream))
+    if behind <= kept:
+        assert [name for name, _ in caught_up] == ["request"] * behind
+        assert [data["records"][0]["data_id"] for _, data in caught_up] == [
+            f"dp_{n}" for n in range(behind)
+        ]
+    else:
+        [(name, snapshot)] = caught_up
+        assert name == "snapshot"
+        assert snapshot["totals"] == {"requests": behind, "records": behind}
+        assert snapshot["records"][-1]["data_id"] == f"dp_{behind - 1}"
+    observe(behind)
+    [(name, data)] = _sse(next(stream))
+    assert (name, data["records"][0]["data_id"]) == ("request", f"dp_{behind}")

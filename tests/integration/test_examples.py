@@ -313,6 +313,15 @@ def stdlib_quickstart(fake: FakeHumanloop, _tmp: Path) -> Played:
     return Played(expected, code, seconds, output)
 
 
+def dictconfig_script(fake: FakeHumanloop, _tmp: Path) -> Played:
+    """dictConfig twice: the record the closed first handler queued and the second handler's both
+    arrive, each with the entry's ``default_user``, sent by the exit."""
+    code, seconds, output = run_script([python(), "dictconfig.py"], fake)
+    assert {item.get("user") for item in fake.received} == {"web-app"}, output
+    expected = collections.Counter([("data_abc", "rating", "good"), ("data_abc", "action", "copy")])
+    return Played(expected, code, seconds, output)
+
+
 def stand_in_script(fake: FakeHumanloop, _tmp: Path) -> Played:
     """The stand-in from Python: the first batch meets a 503, the retry is accepted; the script
     prints what its own stand-in received (none comes here)."""
@@ -341,6 +350,7 @@ ANSWERS = {"data_1": "good", "data_2": "bad", "data_3": "good"}
 TABLE: list[Example] = [
     Example("quickstart.py", "python quickstart.py", quickstart),
     Example("stdlib_quickstart.py", "python stdlib_quickstart.py", stdlib_quickstart),
+    Example("dictconfig.py", "python dictconfig.py", dictconfig_script),
     Example("script.py", "python script.py ratings.csv", script_csv),
     Example(
         "fastapi_app.py",

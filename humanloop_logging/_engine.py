@@ -87,7 +87,7 @@ class Engine:
         self.cond = threading.Condition(self.lock)
         self.queue: collections.deque[Captured] = collections.deque()
         self.books = Ledger()  # every count: changed there only, with the lock held
-        self._here = threading.local()  # ``saying``: this thread is reporting an outcome
+        self._here = threading.local()  # ``saying``: reports under way on this thread
         self.turns = Turns(self.cond)
         self.sending = Sending(
             transport=self.transport,
@@ -273,11 +273,12 @@ class Engine:
             if then is None:
                 return True
             self.books.saying(count)
-        self._here.saying = True
+        here = self._here
+        here.saying = getattr(here, "saying", 0) + 1  # (a report may log feedback: nested)
         try:
             then()
         finally:
-            self._here.saying = False
+            here.saying -= 1
             with self.cond:
                 self.books.said(count)
                 self.cond.notify_all()
@@ -341,7 +342,7 @@ class Engine:
                 self.pipeline.hurry_locked()
             # A report on this thread (on_error calling flush() with blocking=True) cannot be
             # waited for; any other is.
-            saying_here = getattr(self._here, "saying", False)
+            saying_here = getattr(self._here, "saying", 0) > 0
             while (books.finished if saying_here else books.done) < target:
                 remaining = end - time.monotonic()
                 if remaining <= 0 or (self.idle and not self.settings.blocking):

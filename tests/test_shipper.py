@@ -925,17 +925,24 @@ def test_flush_returns_after_on_error_has_heard_of_it(make: Make, outcome: str) 
     assert isinstance(error, DeliveryError) or outcome == "refused before sending"
 
 
-def test_flush_from_on_error_on_the_logging_thread_does_not_wait_for_itself(make: Make) -> None:
+@pytest.mark.parametrize("nested", [False, True], ids=["alone", "after logging feedback"])
+def test_flush_from_on_error_on_the_logging_thread_does_not_wait_for_itself(
+    make: Make, nested: bool
+) -> None:
     """With ``blocking=True`` the report is made on the logging call's thread; a flush() from that
-    on_error cannot wait for the report it is part of, and answers from the counts at once."""
-    nested: list[bool] = []
+    on_error cannot wait for the report it is part of, and answers from the counts at once, also
+    after the callback logged feedback that was refused and reported in turn."""
+    flushed: list[bool] = []
 
     def on_error(error: HumanloopLoggingError) -> None:
-        nested.append(rig.shipper.flush(2.0))
+        if isinstance(error, APIError):
+            if nested:
+                rig.send("dp-2", value={"not": "a feedback value"})  # reported inside this one
+            flushed.append(rig.shipper.flush(2.0))
 
     rig = make(on_error=on_error, blocking=True)
     rig.fake.fail_next(1, 400)
     rig.send("dp-1")
 
-    assert nested == [True]
+    assert flushed == [True]
     assert rig.shipper.flush(10.0)

@@ -197,7 +197,9 @@ NAME = Rule(_check_name)
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine: plain http:// to it cannot expose the key."""
+    """True for a host only this machine can reach (``127.0.0.1``, ``[::1]``, ``localhost`` and
+    its subdomains): plain http:// to it cannot expose the key, and the inspector may be served."""
+    host = host.strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

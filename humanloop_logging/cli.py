@@ -23,6 +23,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional
 
 from ._check_cli import add_check
+from ._rules import is_loopback
 from ._send_cli import add_send
 from ._spool_cli import add_spool
 from ._version import __version__
@@ -326,7 +327,6 @@ def _describe_request(request: RecordedRequest) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     from .testing import FakeHumanloop  # noqa: PLC0415 (an HTTP server: only serve needs it)
-    from .testing._inspector import is_loopback  # noqa: PLC0415
 
     record: Optional[IO[str]] = None
     if args.append and args.record is None:

@@ -22,6 +22,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
+from humanloop_logging._rules import is_loopback
+
 from ._inspector_feed import InspectorFeed
 from ._recorded import RecordedRequest
 from ._server import _Answer, _json_bytes
@@ -49,17 +51,6 @@ _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 @cache
 def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("inspector", name).read_bytes()
-
-
-def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach (``127.0.0.1``, ``::1``, ``localhost``)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_ip(host: str) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Callable, Optional, Union
 
-from ._faults import _RATE_LIMITED, Faults, _check_count, _make_bucket, _make_failure
+from ._faults import Faults, _check_count, _make_bucket, _make_failure
 from ._inspector import Inspector
 from ._recorded import RecordedRequest, _insort_by_sequence, _lenient_json
 from ._server import _Answer, _Server
@@ -426,13 +426,9 @@ class FakeHumanloop:
             return None
 
         with self._changed:
-            refusal = self._rate_limit_locked() if method == "POST" else None
-            failure = None
-            if refusal is None and method == "POST" and self._faults.failures:
-                failure = self._faults.failures.popleft()
+            injected = self._faults.take_injected(self._clock) if method == "POST" else None
             rejected_ids = self._faults.rejected_data_ids
             refusing_key = self._faults.refusing_key
-        injected = refusal if refusal is not None or failure is None else failure.answer()
         if injected is not None:
             record(injected.status, None, injected.payload)
             return injected
@@ -446,17 +442,6 @@ class FakeHumanloop:
         )
         record(answer.status, accepted, answer.payload)
         return answer
-
-    def _rate_limit_locked(self) -> Optional[_Answer]:
-        """Take a token for a POST: None if it may go on, else its 429 (counted). Lock held."""
-        bucket = self._faults.bucket
-        if bucket is None:
-            return None
-        wait = bucket.take(self._clock())
-        if wait is None:
-            return None
-        self._faults.rate_limited += 1
-        return _Answer(429, _RATE_LIMITED, bucket.header(wait))
 
     def _service_answer(
         self,

@@ -163,6 +163,17 @@ class Faults:
             self.hangs -= 1
         return reset, hang, self.latency
 
+    def take_injected(self, clock: Callable[[], float]) -> Optional[_Answer]:
+        """For a POST past the early faults: the rate limit's 429 (counted) when it has no token
+        for it, else the next queued failure's answer; None lets the service answer."""
+        bucket = self.bucket
+        if bucket is not None:
+            wait = bucket.take(clock())
+            if wait is not None:
+                self.rate_limited += 1
+                return _Answer(429, _RATE_LIMITED, bucket.header(wait))
+        return self.failures.popleft().answer() if self.failures else None
+
     def state(self) -> dict[str, Any]:
         """The faults as plain JSON data (what the inspector page shows)."""
         bucket = self.bucket

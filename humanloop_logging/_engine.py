@@ -87,7 +87,7 @@ class Engine:
         self.cond = threading.Condition(self.lock)
         self.queue: collections.deque[Captured] = collections.deque()
         self.books = Ledger()  # every count: changed there only, with the lock held
-        self._here = threading.local()  # ``saying``: reports under way on this thread
+        self._here = threading.local()  # ``reports``: under way on this thread (see finish)
         self.turns = Turns(self.cond)
         self.sending = Sending(
             transport=self.transport,
@@ -274,11 +274,11 @@ class Engine:
                 return True
             self.books.saying(count)
         here = self._here
-        here.saying = getattr(here, "saying", 0) + 1  # (a report may log feedback: nested)
+        here.reports = getattr(here, "reports", 0) + 1  # (a report may log feedback: nested)
         try:
             then()
         finally:
-            here.saying -= 1
+            here.reports -= 1
             with self.cond:
                 self.books.said(count)
                 self.cond.notify_all()
@@ -342,8 +342,8 @@ class Engine:
                 self.pipeline.hurry_locked()
             # A report on this thread (on_error calling flush() with blocking=True) cannot be
             # waited for; any other is.
-            saying_here = getattr(self._here, "saying", 0) > 0
-            while (books.finished if saying_here else books.done) < target:
+            reporting_here = getattr(self._here, "reports", 0) > 0
+            while (books.finished if reporting_here else books.done) < target:
                 remaining = end - time.monotonic()
                 if remaining <= 0 or (self.idle and not self.settings.blocking):
                     # No thread runs (closed, or exited): what is left waits in the spool for
